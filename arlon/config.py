@@ -1,0 +1,310 @@
+"""Typed configuration of every ARLON component, and of the whole model.
+
+Each component takes only its own config (`STDiT3(cfg: BackboneConfig)`); nothing below
+`arlon/pipelines/` sees the whole `ArlonConfig`. Configs are frozen dataclasses: a variant is
+`dataclasses.replace` of a preset (see `arlon/presets.py`). Every ablation axis is one field holding
+a registry key, checked in `ArlonConfig.validate()`.
+
+Paper section numbers refer to the ARLON paper; "spec" refers to the Open-Sora v1.2 notes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+from arlon.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class VideoConfig:
+    """The pixel videos the model is trained on and generates."""
+
+    num_frames: int = 68  # paper Table 4: 68-frame 512x512 videos
+    height: int = 512
+    width: int = 512
+    fps: int = 24
+
+
+@dataclass(frozen=True)
+class VAEConfig:
+    """Video VAE: pixels (B, 3, T, H, W) in [-1, 1] <-> latent (B, C, T', H', W').
+
+    `kind` is a key of `arlon.models.video_vae.VIDEO_VAES`: "opensora_v1_2" is Open-Sora v1.2's
+    VideoAutoencoderPipeline (SDXL 2D VAE + causal temporal VAE, spec section 2), "tiny" is the
+    small trainable VAE of the tiny preset.
+    """
+
+    kind: str = "opensora_v1_2"
+    latent_channels: int = 4
+    # Open-Sora v1.2 pipeline (the widths are configurable only so tests can build small copies).
+    spatial_channels: tuple[int, ...] = (128, 256, 512, 512)  # SDXL AutoencoderKL block_out_channels
+    spatial_norm_groups: int = 32
+    spatial_layers_per_block: int = 2
+    temporal_filters: int = 128  # VAE_Temporal_SD
+    temporal_norm_groups: int = 32
+    micro_frame_size: int = 17  # pixel frames per temporal chunk -> 5 latent frames
+    micro_batch_size: int = 4  # frames per 2D micro-batch
+    pretrained: str | None = None  # local dir / file, or a Hugging Face id found in the local cache
+    # tiny VAE
+    tiny_channels: tuple[int, ...] = (32, 64)
+    spatial_compression: int = 8  # pixels per latent pixel along H and W
+    temporal_compression: int = 4  # pixel frames per latent frame (Open-Sora: 17 -> 5, about 4)
+
+
+@dataclass(frozen=True)
+class LatentVQConfig:
+    """Latent VQ-VAE nested inside the video VAE (paper section 2.1, VideoGPT-style).
+
+    Compresses the DiT latent (C, T, H, W) by (r, o, o) into indices Q of shape (T/r, H/o, W/o)
+    over a codebook of K entries of dimension m.
+    """
+
+    compression: tuple[int, int, int] = (4, 8, 8)  # (r, o, o), section 4.1
+    codebook_size: int = 2048  # K
+    code_dim: int = 256  # m
+    in_channels: int = 4  # DiT latent channels
+    hidden_channels: int = 256  # width of the 3D CNN
+    num_res_blocks: int = 2  # residual attention blocks at the bottleneck
+    num_heads: int = 4  # attention heads in those blocks
+    commitment_weight: float = 0.25  # beta of the commitment loss
+    ema_decay: float = 0.99  # EMA codebook updates
+    dead_code_threshold: float = 1.0  # codes whose EMA usage falls below this are restarted
+
+    @property
+    def ratio_label(self) -> str:
+        r, o1, o2 = self.compression
+        return f"{r}x{o1}x{o2}"
+
+
+@dataclass(frozen=True)
+class TextEncoderConfig:
+    """Text encoder feeding both the AR transformer and the DiT cross-attention.
+
+    `kind` is a key of `arlon.models.text_encoders.TEXT_ENCODERS`: "t5" (transformers
+    T5EncoderModel from a local path, the paper's DeepFloyd/t5-v1_1-xxl) or "hashed_words" (a
+    weight-free encoder for the tiny preset: fixed pseudo-random embeddings of hashed words).
+    """
+
+    kind: str = "t5"
+    pretrained: str | None = None  # local path of the T5 checkpoint (or an id in the HF cache)
+    max_length: int = 300  # tokens, Open-Sora's model_max_length
+    dim: int = 4096  # output width (T5-XXL d_model)
+
+
+@dataclass(frozen=True)
+class ARConfig:
+    """Causal AR transformer over visual tokens (paper section 2.1, eq. 1; sizes from 4.1)."""
+
+    n_layer: int = 12
+    n_head: int = 16
+    n_embd: int = 1024
+    n_ffn: int = 4096
+    dropout: float = 0.1
+    codebook_size: int = 2048  # K visual tokens; <FRAME> = K, <EOS> = K + 1
+    text_dim: int = 4096  # width of the text encoder output, projected to n_embd
+    max_text_tokens: int = 300
+    max_video_tokens: int = 4096  # size of the learnable position table over visual tokens
+
+    @property
+    def vocab_size(self) -> int:
+        return self.codebook_size + 2
+
+
+@dataclass(frozen=True)
+class ARSamplingConfig:
+    """How AR codes are sampled at inference."""
+
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    cfg_scale: float = 1.0  # 1.0 disables classifier-free guidance
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    """STDiT3 (Open-Sora v1.2 spec section 1). Defaults are STDiT3-XL/2."""
+
+    hidden_size: int = 1152
+    depth: int = 28  # block pairs (spatial + temporal); the layer axis counts these
+    num_heads: int = 16
+    patch_size: tuple[int, int, int] = (1, 2, 2)
+    in_channels: int = 4
+    mlp_ratio: float = 4.0
+    caption_channels: int = 4096
+    model_max_length: int = 300
+    class_dropout_prob: float = 0.1
+    pred_sigma: bool = True
+    qk_norm: bool = True
+    input_sq_size: int = 512
+    pretrained: str | None = None  # local path to hpcai-tech/OpenSora-STDiT-v3 (or an id in the HF cache)
+
+    @property
+    def out_channels(self) -> int:
+        return self.in_channels * 2 if self.pred_sigma else self.in_channels
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+
+@dataclass(frozen=True)
+class InjectionConfig:
+    """Semantic injection of the AR condition F into the frozen backbone (paper section 2.2)."""
+
+    fusion: str = "adaptive_norm"  # key of arlon.injection.fusion.FUSIONS
+    layers: str = "first:14"  # "first:N", "last:N" or "i,j,k": block-pair indices
+    adapter_mlp_ratio: float = 0.5  # hidden width of each residual adapter MLP, eq. 4
+    condition_vq: str = "dit"  # which latent VQ-VAE makes F during training: "dit" (coarse) or "ar"
+
+
+@dataclass(frozen=True)
+class NoiseConfig:
+    """Noise-resilient training of the injector (paper section 2.3, eq. 7)."""
+
+    strategy: str = "uncertainty"  # key of arlon.injection.noise.NOISE_STRATEGIES
+    probability: float = 0.1  # per adapter block, training only (section 4.1)
+    gaussian_scale: float = 0.1  # std of the additive noise of the "gaussian" strategy
+
+
+@dataclass(frozen=True)
+class FlowConfig:
+    """Rectified flow, Open-Sora v1.2's objective and sampler (spec section 4)."""
+
+    num_timesteps: int = 1000
+    use_timestep_transform: bool = True
+    transform_scale: float = 1.0
+    num_sampling_steps: int = 30
+    cfg_scale: float = 7.0
+
+
+@dataclass(frozen=True)
+class ArlonConfig:
+    """The whole model: one sub-config per component."""
+
+    name: str = "paper"
+    video: VideoConfig = field(default_factory=VideoConfig)
+    vae: VAEConfig = field(default_factory=VAEConfig)
+    text: TextEncoderConfig = field(default_factory=TextEncoderConfig)
+    ar_vq: LatentVQConfig = field(default_factory=LatentVQConfig)  # AR ratio (r, o, o)
+    dit_vq: LatentVQConfig = field(default_factory=lambda: LatentVQConfig(compression=(4, 16, 16)))  # (r, 2o, 2o)
+    ar: ARConfig = field(default_factory=ARConfig)
+    ar_sampling: ARSamplingConfig = field(default_factory=ARSamplingConfig)
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    injection: InjectionConfig = field(default_factory=InjectionConfig)
+    noise: NoiseConfig = field(default_factory=NoiseConfig)
+    flow: FlowConfig = field(default_factory=FlowConfig)
+
+    def validate(self) -> "ArlonConfig":
+        """Check cross-field rules and registry keys; raise ConfigError naming the field."""
+        # Imported here because the registries live in the modules that define their choices,
+        # and those modules import this one.
+        from arlon.injection.fusion import FUSIONS
+        from arlon.injection.noise import NOISE_STRATEGIES
+        from arlon.injection.placement import parse_layers
+        from arlon.models.text_encoders import TEXT_ENCODERS
+        from arlon.models.video_vae import VIDEO_VAES
+
+        for path, registry in (
+            ("vae.kind", VIDEO_VAES),
+            ("text.kind", TEXT_ENCODERS),
+            ("injection.fusion", FUSIONS),
+            ("noise.strategy", NOISE_STRATEGIES),
+        ):
+            value = get_field(self, path)
+            if value not in registry:
+                raise ConfigError(f"{path}: {registry.unknown_key_message(value)}")
+        if self.injection.condition_vq not in ("dit", "ar"):
+            raise ConfigError(f"injection.condition_vq: must be 'dit' or 'ar', got {self.injection.condition_vq!r}")
+        parse_layers(self.injection.layers, self.backbone.depth)  # raises ConfigError
+
+        bb = self.backbone
+        if bb.hidden_size % bb.num_heads or bb.head_dim % 2 or bb.hidden_size % 4:
+            raise ConfigError(
+                f"backbone: hidden_size {bb.hidden_size} must be divisible by num_heads ({bb.num_heads}) and by 4, "
+                "and the head dim must be even (RoPE)"
+            )
+        if bb.in_channels != self.vae.latent_channels:
+            raise ConfigError(
+                f"backbone.in_channels ({bb.in_channels}) must equal vae.latent_channels ({self.vae.latent_channels})"
+            )
+        if self.ar.codebook_size != self.ar_vq.codebook_size:
+            raise ConfigError(
+                f"ar.codebook_size ({self.ar.codebook_size}) must equal ar_vq.codebook_size ({self.ar_vq.codebook_size})"
+            )
+        if self.text.dim != self.ar.text_dim or self.text.dim != bb.caption_channels:
+            raise ConfigError(
+                f"text.dim ({self.text.dim}) must equal ar.text_dim ({self.ar.text_dim}) "
+                f"and backbone.caption_channels ({bb.caption_channels})"
+            )
+        if self.text.max_length > bb.model_max_length:
+            raise ConfigError(
+                f"text.max_length ({self.text.max_length}) exceeds backbone.model_max_length ({bb.model_max_length})"
+            )
+        for name in ("ar_vq", "dit_vq"):
+            vq: LatentVQConfig = getattr(self, name)
+            if vq.in_channels != self.vae.latent_channels:
+                raise ConfigError(f"{name}.in_channels ({vq.in_channels}) must equal vae.latent_channels")
+        if self.noise.probability < 0 or self.noise.probability > 1:
+            raise ConfigError(f"noise.probability must be in [0, 1], got {self.noise.probability}")
+        if self.flow.num_sampling_steps < 1:
+            raise ConfigError(f"flow.num_sampling_steps must be >= 1, got {self.flow.num_sampling_steps}")
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ArlonConfig":
+        return _from_dict(cls, data, "")
+
+    def hash(self) -> str:
+        """Stable short hash of the full configuration (cells and caches are keyed by it)."""
+        return config_hash(self)
+
+
+def config_hash(config) -> str:
+    blob = json.dumps(dataclasses.asdict(config), sort_keys=True, default=list)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def get_field(config, path: str):
+    """`get_field(cfg, "injection.layers")` -> the value at a dotted path."""
+    value = config
+    for part in path.split("."):
+        if not dataclasses.is_dataclass(value) or not hasattr(value, part):
+            raise ConfigError(f"unknown config field {path!r}")
+        value = getattr(value, part)
+    return value
+
+
+def replace_field(config, path: str, value):
+    """Return a copy of `config` with the dotted `path` set to `value` (no type coercion)."""
+    head, _, rest = path.partition(".")
+    if not dataclasses.is_dataclass(config) or head not in {f.name for f in dataclasses.fields(config)}:
+        raise ConfigError(f"unknown config field {path!r}")
+    if rest:
+        return dataclasses.replace(config, **{head: replace_field(getattr(config, head), rest, value)})
+    return dataclasses.replace(config, **{head: value})
+
+
+def _from_dict(cls, data: dict, prefix: str):
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {type(data).__name__}")
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(data) - set(known)
+    if unknown:
+        raise ConfigError(f"{prefix or 'config'}: unknown field(s) {sorted(unknown)} (known: {sorted(known)})")
+    kwargs = {}
+    defaults = cls()
+    for name, value in data.items():
+        current = getattr(defaults, name)
+        if dataclasses.is_dataclass(current):
+            kwargs[name] = _from_dict(type(current), value, f"{prefix}{name}.")
+        elif isinstance(current, tuple) and isinstance(value, list):
+            kwargs[name] = tuple(value)
+        else:
+            kwargs[name] = value
+    return cls(**kwargs)

@@ -1,0 +1,79 @@
+"""Preset configurations: functions returning a whole `ArlonConfig` (torchtitan-style).
+
+- `paper`: the sizes of the ARLON paper (section 4.1, Table 4) on Open-Sora v1.2's STDiT3-XL/2,
+  its VAE and T5-XXL. Real weights are loaded from local paths set in the config.
+- `tiny`: the embedded default. Runs on two CPU cores in seconds. The backbone keeps all 28 block
+  pairs (narrow instead of shallow) so the layer axis of the ablations ("first:3", "last:14")
+  means the same thing at every size.
+
+A variant is a `dataclasses.replace` of a preset, never a new preset file.
+"""
+
+from __future__ import annotations
+
+from arlon.config import (
+    ARConfig,
+    ArlonConfig,
+    BackboneConfig,
+    FlowConfig,
+    LatentVQConfig,
+    TextEncoderConfig,
+    VAEConfig,
+    VideoConfig,
+)
+from arlon.registry import Registry
+
+PRESETS: Registry = Registry("preset")
+
+
+@PRESETS.register("paper")
+def paper() -> ArlonConfig:
+    return ArlonConfig(name="paper")
+
+
+@PRESETS.register("tiny")
+def tiny() -> ArlonConfig:
+    width = 64  # text width = caption channels = AR text width
+    text_tokens = 24
+    return ArlonConfig(
+        name="tiny",
+        video=VideoConfig(num_frames=16, height=32, width=32, fps=8),
+        vae=VAEConfig(
+            kind="tiny",
+            latent_channels=4,
+            tiny_channels=(32, 64),
+            spatial_compression=4,
+            temporal_compression=2,
+        ),  # latent (4, 8, 8, 8)
+        text=TextEncoderConfig(kind="hashed_words", max_length=text_tokens, dim=width),
+        ar_vq=LatentVQConfig(
+            compression=(2, 2, 2), codebook_size=256, code_dim=32, hidden_channels=64, num_res_blocks=1, num_heads=2
+        ),  # Q (4, 4, 4)
+        dit_vq=LatentVQConfig(
+            compression=(2, 4, 4), codebook_size=256, code_dim=32, hidden_channels=64, num_res_blocks=1, num_heads=2
+        ),  # Q (4, 2, 2)
+        ar=ARConfig(
+            n_layer=4,
+            n_head=4,
+            n_embd=128,
+            n_ffn=512,
+            dropout=0.1,
+            codebook_size=256,
+            text_dim=width,
+            max_text_tokens=text_tokens,
+            max_video_tokens=512,
+        ),
+        backbone=BackboneConfig(
+            hidden_size=64,
+            depth=28,
+            num_heads=2,
+            caption_channels=width,
+            model_max_length=text_tokens,
+            input_sq_size=32,
+        ),
+        flow=FlowConfig(num_sampling_steps=10, cfg_scale=4.0),
+    )
+
+
+def get_preset(name: str) -> ArlonConfig:
+    return PRESETS.get(name)()
