@@ -167,6 +167,9 @@ class NoiseConfig:
     strategy: str = "uncertainty"  # key of arlon.injection.noise.NOISE_STRATEGIES
     probability: float = 0.1  # per adapter block, training only (section 4.1)
     gaussian_scale: float = 0.1  # std of the additive noise of the "gaussian" strategy
+    # lambda of "uncertainty" (eq. 7): s ~ N(1, lambda) scales sigma, mu_hat ~ N(mu, lambda * sigma);
+    # the paper gives no value, so 1.0 keeps eq. 7's unit spreads
+    uncertainty_scale: float = 1.0
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,55 @@
+"""The `arlon-bench` command line: a thin layer over `arlon` and `bench` library functions.
+
+`main()` is the one error boundary: an error the user can fix (ArlonError and subclasses) prints
+one red line and exits with code 2; anything else is a bug and keeps its traceback.
+`ARLON_DEBUG=1` shows tracebacks for known errors too.
+"""
+
+from __future__ import annotations
+
+import os
+
+import typer
+from rich.console import Console
+
+from arlon.errors import ArlonError
+from bench.cli import sample as sample_command
+
+app = typer.Typer(
+    name="arlon-bench",
+    help="Reproduce and extend ARLON: sample videos, train, run ablation grids, score and report.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    add_completion=False,
+)
+app.command(name="sample", epilog=sample_command.EXAMPLES)(sample_command.sample)
+
+err_console = Console(stderr=True)
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except ArlonError as err:
+        if os.environ.get("ARLON_DEBUG") == "1":
+            raise
+        err_console.print(f"[red]error:[/] {err}", highlight=False, soft_wrap=True)
+        raise SystemExit(2) from None
+    except typer.Exit as exit_:
+        raise SystemExit(exit_.exit_code) from None
+    except typer.Abort:
+        err_console.print("[red]aborted[/]")
+        raise SystemExit(130) from None
+    except click_exceptions() as err:
+        err.show()
+        raise SystemExit(err.exit_code) from None
+
+
+def click_exceptions():
+    import click
+
+    return (click.exceptions.ClickException,)
+
+
+if __name__ == "__main__":
+    main()

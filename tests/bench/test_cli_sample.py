@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+from typer.testing import CliRunner
+
+from arlon.data.video_io import read_video
+from bench.cli.app import app
+
+runner = CliRunner()
+
+
+def test_sample_writes_decodable_mp4(tmp_path):
+    out = tmp_path / "video.mp4"
+    result = runner.invoke(
+        app, ["sample", "--preset", "tiny", "--random-init", "--prompt", "a red circle", "--out", str(out), "--steps", "2"]
+    )
+    assert result.exit_code == 0, result.output
+    frames, fps = read_video(out)
+    assert frames.shape == (16, 32, 32, 3)
+    assert fps == 8
+    assert "wrote" in result.output
+
+
+def test_sample_overrides_frame_count(tmp_path):
+    out = tmp_path / "v.mp4"
+    result = runner.invoke(
+        app,
+        ["sample", "--random-init", "--prompt", "a cat", "--out", str(out), "--steps", "1", "--set", "video.num_frames=8"],
+    )
+    assert result.exit_code == 0, result.output
+    assert read_video(out)[0].shape[0] == 8
+
+
+def _run_cli(*args: str) -> subprocess.CompletedProcess:
+    code = "from bench.cli.app import main; main()"
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+
+
+def test_user_errors_are_one_line_exit_2(tmp_path):
+    bad_key = _run_cli("sample", "--random-init", "--prompt", "x", "--out", str(tmp_path / "a.mp4"), "--set", "injection.fusion=adaptive-norm")
+    assert bad_key.returncode == 2
+    assert "Traceback" not in bad_key.stderr
+    assert "did you mean 'adaptive_norm'" in bad_key.stderr
+
+    no_weights = _run_cli("sample", "--prompt", "x", "--out", str(tmp_path / "b.mp4"))
+    assert no_weights.returncode == 2
+    assert "--checkpoint" in no_weights.stderr and "Traceback" not in no_weights.stderr
+    assert not (tmp_path / "b.mp4").exists()
