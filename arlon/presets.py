@@ -71,7 +71,9 @@ def tiny() -> ArlonConfig:
             model_max_length=text_tokens,
             input_sq_size=32,
         ),
-        flow=FlowConfig(num_sampling_steps=10, cfg_scale=4.0),
+        # Open-Sora's resolution/length shift counts whole 17-frame chunks (16 // 17 = 0 here) and
+        # targets 240p+ latents; the tiny world's 32x32 clips sample on the plain schedule.
+        flow=FlowConfig(num_sampling_steps=10, cfg_scale=4.0, use_timestep_transform=False),
     )
 
 

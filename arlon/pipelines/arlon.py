@@ -166,7 +166,6 @@ def denoise(
         fps=torch.full((1,), float(components.config.video.fps), device=device),
         height=torch.full((1,), float(height), device=device),
         width=torch.full((1,), float(width), device=device),
-        num_frames=torch.full((1,), float(num_frames), device=device),
     )
     model_fn = partial(components.backbone, injection=injection)
     return components.flow.sample(
@@ -181,6 +180,7 @@ def denoise(
         cfg_scale=cfg_scale,
         generator=sample_generator,
         progress=progress,
+        num_frames=torch.full((1,), float(num_frames), device=device),
     )
 
 
