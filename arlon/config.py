@@ -52,6 +52,7 @@ class VAEConfig:
     tiny_channels: tuple[int, ...] = (32, 64)
     spatial_compression: int = 8  # pixels per latent pixel along H and W
     temporal_compression: int = 4  # pixel frames per latent frame (Open-Sora: 17 -> 5, about 4)
+    kl_weight: float = 1e-4  # tiny VAE training: weight of the per-element KL term in TinyVAE.loss
 
 
 @dataclass(frozen=True)
