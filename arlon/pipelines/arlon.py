@@ -200,6 +200,8 @@ class ArlonPipeline:
     """ARLON text-to-video (section 2). `use_injection=False` gives the Open-Sora-style baseline."""
 
     def __init__(self, components: ArlonComponents, use_injection: bool = True):
+        if use_injection and not components.has_arlon:
+            raise ConfigError("these components were built with baseline_only=True; ARLON needs its AR model and injector")
         self.components = components
         self.use_injection = use_injection
 

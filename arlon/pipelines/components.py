@@ -30,38 +30,36 @@ from arlon.models.video_vae import OpenSoraVAE, VideoVAE, build_video_vae
 from arlon.rectified_flow import RectifiedFlow
 
 # Components trained by this project, saved as <name>.safetensors in a checkpoint directory.
-TRAINED_COMPONENTS = ("vae", "ar_vq", "dit_vq", "ar", "backbone", "injector")
+TRAINED_COMPONENTS = ("vae", "backbone", "ar_vq", "dit_vq", "ar", "injector")
+ARLON_ONLY_COMPONENTS = ("ar_vq", "dit_vq", "ar", "injector")
 
 
 @dataclass
 class ArlonComponents:
-    """Every module of one ARLON model. The backbone is frozen; only the injector is ARLON's DiT part."""
+    """Every module of one ARLON model. The backbone is frozen; the injector is ARLON's trainable DiT part.
+
+    The AR-side modules (`ar_vq`, `dit_vq`, `ar`, `injector`) are None when the components were built
+    for the baseline only.
+    """
 
     config: ArlonConfig
     text_encoder: TextEncoder
     vae: VideoVAE
-    ar_vq: LatentVQVAE  # AR ratio (r, o, o): tokenises for the AR model, decodes its codes at inference
-    dit_vq: LatentVQVAE  # coarser ratio (r, 2o, 2o): makes the training condition F (section 2.3)
-    ar: ARTransformer
     backbone: STDiT3
-    injector: SemanticInjector
     flow: RectifiedFlow
+    ar_vq: LatentVQVAE | None = None  # AR ratio (r, o, o): tokenises for the AR model, decodes its codes
+    dit_vq: LatentVQVAE | None = None  # coarser ratio (r, 2o, 2o): makes the training condition F (section 2.3)
+    ar: ARTransformer | None = None
+    injector: SemanticInjector | None = None
 
     def modules(self) -> dict[str, torch.nn.Module]:
-        return {
-            "text_encoder": self.text_encoder,
-            "vae": self.vae,
-            "ar_vq": self.ar_vq,
-            "dit_vq": self.dit_vq,
-            "ar": self.ar,
-            "backbone": self.backbone,
-            "injector": self.injector,
-        }
+        names = ("text_encoder", "vae", "backbone", "ar_vq", "dit_vq", "ar", "injector")
+        return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
 
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> "ArlonComponents":
         for name, module in self.modules().items():
-            # The text encoder and the VAE stay in fp32, as Open-Sora runs T5 (and we run the tiny
-            # encoders) in full precision; the transformers follow the requested dtype.
+            # The text encoder and the VAE stay in fp32, as Open-Sora runs T5 and its VAE decode in
+            # full precision here; the transformers and VQ-VAEs follow the requested dtype.
             keep_fp32 = name in ("text_encoder", "vae")
             module.to(device=device, dtype=None if keep_fp32 else dtype)
         return self
@@ -70,6 +68,10 @@ class ArlonComponents:
         for module in self.modules().values():
             module.eval()
         return self
+
+    @property
+    def has_arlon(self) -> bool:
+        return self.ar is not None
 
     @property
     def device(self) -> torch.device:
@@ -85,46 +87,48 @@ def build_components(
     *,
     checkpoint_dir: str | Path | None = None,
     random_init: bool = False,
+    baseline_only: bool = False,
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
 ) -> ArlonComponents:
-    """Build all components of `cfg` and load their weights (see the module docstring)."""
+    """Build the components of `cfg` and load their weights (see the module docstring).
+
+    `baseline_only` builds what Open-Sora-style generation needs (text encoder, VAE, backbone) and
+    skips the AR model, the latent VQ-VAEs and the injector.
+    """
     cfg.validate()
-    text_encoder = build_text_encoder(cfg.text)
-    vae = build_video_vae(cfg.vae)
-    backbone = STDiT3(cfg.backbone)
-    components = ArlonComponents(
-        config=cfg,
-        text_encoder=text_encoder,
-        vae=vae,
-        ar_vq=LatentVQVAE(cfg.ar_vq),
-        dit_vq=LatentVQVAE(cfg.dit_vq),
-        ar=ARTransformer(cfg.ar),
-        backbone=backbone,
-        injector=SemanticInjector(cfg.injection, cfg.noise, backbone),
-        flow=RectifiedFlow(cfg.flow),
-    )
-    if not random_init:
-        load_weights(components, checkpoint_dir)
-    for p in components.backbone.parameters():
-        p.requires_grad_(False)
-    return components.to(device, dtype).eval()
-
-
-def load_weights(components: ArlonComponents, checkpoint_dir: str | Path | None) -> None:
-    """Load Open-Sora's pretrained parts from their configured paths and ours from `checkpoint_dir`."""
-    cfg = components.config
-    ours = list(TRAINED_COMPONENTS)
-    if isinstance(components.vae, OpenSoraVAE):
-        components.vae.load_pretrained(cfg.vae.pretrained)
+    ours = [name for name in TRAINED_COMPONENTS if not (baseline_only and name in ARLON_ONLY_COMPONENTS)]
+    if cfg.vae.kind == "opensora_v1_2":
         ours.remove("vae")
     if cfg.backbone.pretrained is not None:
-        components.backbone.load_pretrained(cfg.backbone.pretrained)
         ours.remove("backbone")
-    if checkpoint_dir is None:
+    if not random_init and ours and checkpoint_dir is None:
         raise MissingWeightsError(
             f"preset {cfg.name!r} needs trained checkpoints for {', '.join(ours)}: pass --checkpoint DIR "
             "(a directory written by `arlon-bench train`), or --random-init to run with untrained weights"
         )
-    for name in ours:
-        load_component(checkpoint_dir, name, getattr(components, name))
+
+    # 1. The frozen parts: text encoder, video VAE, backbone. The injector is built after the
+    #    backbone is loaded, because ControlNet fusion starts from copies of its blocks.
+    text_encoder = build_text_encoder(cfg.text)
+    if random_init:
+        vae, backbone = build_video_vae(cfg.vae), STDiT3(cfg.backbone)
+    else:
+        vae = OpenSoraVAE.from_pretrained(cfg.vae) if cfg.vae.kind == "opensora_v1_2" else build_video_vae(cfg.vae)
+        backbone = STDiT3.from_pretrained(cfg.backbone) if cfg.backbone.pretrained else STDiT3(cfg.backbone)
+        for name, module in (("vae", vae), ("backbone", backbone)):
+            if name in ours:
+                load_component(checkpoint_dir, name, module)
+    backbone.requires_grad_(False)
+    components = ArlonComponents(config=cfg, text_encoder=text_encoder, vae=vae, backbone=backbone, flow=RectifiedFlow(cfg.flow))
+
+    # 2. ARLON's own components.
+    if not baseline_only:
+        components.ar_vq = LatentVQVAE(cfg.ar_vq)
+        components.dit_vq = LatentVQVAE(cfg.dit_vq)
+        components.ar = ARTransformer(cfg.ar)
+        components.injector = SemanticInjector(cfg.injection, cfg.noise, backbone)
+        if not random_init:
+            for name in ARLON_ONLY_COMPONENTS:
+                load_component(checkpoint_dir, name, getattr(components, name))
+    return components.to(device, dtype).eval()

@@ -77,6 +77,8 @@ class LongVideoPipeline:
     """ARLON long-video generation; several prompts make a progressive-prompt video."""
 
     def __init__(self, components: ArlonComponents):
+        if not components.has_arlon:
+            raise ConfigError("these components were built with baseline_only=True; long videos need the AR model")
         self.components = components
 
     @torch.no_grad()

@@ -51,7 +51,9 @@ def sample_video(
     prompts, or `frames_per_prompt` set: a long video (progressive prompts when there are several).
     """
     device = device or default_device()
-    components = build_components(cfg, checkpoint_dir=checkpoint_dir, random_init=random_init, device=device, dtype=dtype)
+    components = build_components(
+        cfg, checkpoint_dir=checkpoint_dir, random_init=random_init, baseline_only=baseline, device=device, dtype=dtype
+    )
     if len(prompts) > 1 or frames_per_prompt is not None:
         output = LongVideoPipeline(components)(
             prompts, frames_per_prompt or cfg.video.num_frames, seed=seed,

@@ -8,6 +8,8 @@ one red line and exits with code 2; anything else is a bug and keeps its traceba
 from __future__ import annotations
 
 import os
+from importlib.metadata import version
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -23,6 +25,21 @@ app = typer.Typer(
     add_completion=False,
 )
 app.command(name="sample", epilog=sample_command.EXAMPLES)(sample_command.sample)
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"arlon-bench {version('arlon-bench')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    show_version: Annotated[
+        bool, typer.Option("--version", callback=_show_version, is_eager=True, help="Show the version and exit.")
+    ] = False,
+) -> None:
+    """Reproduce and extend ARLON: sample videos, train, run ablation grids, score and report."""
 
 err_console = Console(stderr=True)
 
