@@ -14,9 +14,10 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import torch
+from torch import Tensor
 from safetensors.torch import load_file, save_file
 
 from arlon.errors import CheckpointMismatchError, MissingWeightsError
@@ -82,27 +83,27 @@ def load_component(directory: str | os.PathLike, name: str, module: torch.nn.Mod
             f"holding {name}.safetensors"
         )
     state = load_file(str(path))
-    load_state_dict_strict(module, state, source=str(path))
+    check_state_dict(module.state_dict(), state, source=str(path))
+    module.load_state_dict(state, strict=True)
     return read_manifest(directory, name)
 
 
-def load_state_dict_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """`load_state_dict(strict=True)` with one readable error naming the first differences."""
-    expected = module.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    wrong_shape = [
-        f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in state and tuple(state[k].shape) != tuple(v.shape)
+def check_state_dict(expected: Mapping[str, Tensor], state: Mapping[str, Tensor], source: str, shown: int = 5) -> None:
+    """Raise CheckpointMismatchError if `state` lacks, adds or reshapes any entry of `expected`."""
+    missing = [key for key in expected if key not in state]
+    unexpected = [key for key in state if key not in expected]
+    reshaped = [
+        f"{key} {tuple(state[key].shape)} vs model {tuple(expected[key].shape)}"
+        for key in expected
+        if key in state and state[key].shape != expected[key].shape
     ]
-    if missing or unexpected or wrong_shape:
-        parts = []
-        for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong_shape)):
-            if keys:
-                more = f" (+{len(keys) - 3} more)" if len(keys) > 3 else ""
-                parts.append(f"{len(keys)} {label}: {', '.join(keys[:3])}{more}")
+    problems = []
+    for label, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", reshaped)):
+        if items:
+            more = f" (+{len(items) - shown} more)" if len(items) > shown else ""
+            problems.append(f"{len(items)} {label}: {', '.join(items[:shown])}{more}")
+    if problems:
         raise CheckpointMismatchError(
-            f"{source}: does not match the model ({'; '.join(parts)}); check that the config matches the checkpoint"
+            f"{source}: checkpoint does not match the model config; " + "; ".join(problems)
+            + ". Check that the config sizes match the checkpoint."
         )
-    module.load_state_dict(state, strict=True)

@@ -19,6 +19,7 @@ import torch
 from safetensors.torch import load_file
 from torch import Tensor
 
+from arlon.checkpoints.io import check_state_dict
 from arlon.errors import CheckpointMismatchError, MissingWeightsError
 
 # ---------------------------------------------------------------------------------------------------
@@ -117,27 +118,6 @@ def _unwrap_nested(obj: object, file: Path) -> dict[str, Tensor]:
 
 def _is_flat_state_dict(obj: Mapping) -> bool:
     return len(obj) > 0 and all(isinstance(value, Tensor) for value in obj.values())
-
-
-def check_state_dict(expected: Mapping[str, Tensor], state: Mapping[str, Tensor], source: str, shown: int = 5) -> None:
-    """Raise CheckpointMismatchError if `state` lacks, adds or reshapes any entry of `expected`."""
-    missing = [key for key in expected if key not in state]
-    unexpected = [key for key in state if key not in expected]
-    reshaped = [
-        f"{key} {tuple(state[key].shape)} vs model {tuple(expected[key].shape)}"
-        for key in expected
-        if key in state and state[key].shape != expected[key].shape
-    ]
-    problems = []
-    for label, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", reshaped)):
-        if items:
-            more = f" (+{len(items) - shown} more)" if len(items) > shown else ""
-            problems.append(f"{len(items)} {label}: {', '.join(items[:shown])}{more}")
-    if problems:
-        raise CheckpointMismatchError(
-            f"{source}: checkpoint does not match the model config; " + "; ".join(problems)
-            + ". Check that the config sizes match the checkpoint."
-        )
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -40,7 +40,8 @@ from einops import rearrange
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from arlon.checkpoints.opensora import check_state_dict, load_stdit3_state_dict
+from arlon.checkpoints.io import check_state_dict
+from arlon.checkpoints.opensora import load_stdit3_state_dict
 from arlon.config import BackboneConfig
 from arlon.errors import MissingWeightsError
 from arlon.models.layers import (

@@ -25,7 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from arlon.checkpoints.opensora import check_state_dict, load_opensora_vae_state_dict
+from arlon.checkpoints.io import check_state_dict
+from arlon.checkpoints.opensora import load_opensora_vae_state_dict
 from arlon.config import VAEConfig
 from arlon.errors import ConfigError, MissingWeightsError
 from arlon.models.sdxl_vae import DiagonalGaussian, FramewiseAutoencoderKL

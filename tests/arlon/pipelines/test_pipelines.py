@@ -79,3 +79,19 @@ def test_plan_segments_tiles_the_timeline():
 def test_missing_checkpoints_is_a_clear_error():
     with pytest.raises(MissingWeightsError, match="--checkpoint"):
         build_components(tiny())
+
+
+def test_bf16_pipeline_runs_on_cpu():
+    components = build_components(tiny(), random_init=True, dtype=torch.bfloat16)
+    assert components.dtype == torch.bfloat16
+    out = ArlonPipeline(components)(["a yellow diamond grows"], seed=0, num_steps=2)
+    assert out.frames.shape[1:] == (16, 32, 32, 3)
+    assert torch.isfinite(out.latents.float()).all()
+
+
+def test_baseline_only_components_skip_the_ar_side():
+    components = build_components(tiny(), random_init=True, baseline_only=True)
+    assert components.ar is None and components.injector is None
+    assert BaselinePipeline(components)(["a cat"], seed=0, num_steps=1).frames.shape[1] == 16
+    with pytest.raises(ConfigError, match="baseline_only"):
+        ArlonPipeline(components)
