@@ -26,6 +26,19 @@ EXAMPLES = """Examples:
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
+def parse_device(name: str | None) -> torch.device | None:
+    """`--device` -> torch.device, with one clear error for a device this machine does not have."""
+    if name is None:
+        return None
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise BenchError(f"--device {name!r}: not a device name; use cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise BenchError(f"--device {name!r}: this machine has no CUDA GPU; use --device cpu")
+    return device
+
+
 def sample(
     prompt: Annotated[list[str], typer.Option("--prompt", help="Text prompt; repeat for progressive prompts.")],
     out: Annotated[str, typer.Option("--out", help="Output mp4 path.")] = "video.mp4",
@@ -48,7 +61,8 @@ def sample(
         raise BenchError(f"--dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
     if baseline and (len(prompt) > 1 or frames_per_prompt):
         raise BenchError("--baseline makes a single clip; drop --frames-per-prompt and extra --prompt options")
-    cfg = apply_overrides(get_preset(preset), overrides or [])
+    cfg = apply_overrides(get_preset(preset), overrides or []).validate()
+    torch_device = parse_device(device)
     console = Console()
     if random_init:
         console.print("[yellow]note:[/] --random-init: all weights are untrained, so the video shows noise, not the prompt")
@@ -56,7 +70,7 @@ def sample(
         result = sample_video(
             cfg, prompt, out, seed=seed, baseline=baseline, frames_per_prompt=frames_per_prompt,
             checkpoint_dir=checkpoint, random_init=random_init, num_steps=steps, cfg_scale=cfg_scale,
-            device=torch.device(device) if device else None, dtype=DTYPES[dtype], progress=progress,
+            device=torch_device, dtype=DTYPES[dtype], progress=progress,
         )
     console.print(
         f"wrote {result.path} ({result.num_frames} frames, {result.width}x{result.height}, {result.fps} fps, seed {result.seed})"
