@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
 
@@ -17,6 +19,24 @@ import numpy as np
 import torch
 
 from arlon.errors import VideoDecodeError
+
+
+@contextmanager
+def _open_video_stream(path: Path) -> Iterator[tuple[av.container.InputContainer, av.video.stream.VideoStream]]:
+    """(container, first video stream) of `path`; FFmpeg failures inside the block become VideoDecodeError."""
+    if not path.is_file():
+        raise VideoDecodeError(f"{path}: no such video file")
+    try:
+        with av.open(str(path)) as container:
+            yield container, container.streams.video[0]
+    except (av.error.FFmpegError, IndexError) as err:
+        raise VideoDecodeError(f"{path}: cannot decode video ({err}); re-encode it, e.g. with ffmpeg -i IN -c:v libx264 OUT.mp4") from None
+
+
+def _frame_rate(stream: av.video.stream.VideoStream) -> float:
+    """The stream's average frame rate, else FFmpeg's guess, else 0.0 when the file records none."""
+    rate = stream.average_rate or stream.guessed_rate
+    return float(rate) if rate else 0.0
 
 
 def video_tensor_to_uint8(video: torch.Tensor) -> np.ndarray:
@@ -68,15 +88,59 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: int = 24, crf:
 def read_video(path: str | os.PathLike) -> tuple[np.ndarray, float]:
     """Decode every frame of a video file: (uint8 frames (T, H, W, 3), fps)."""
     path = Path(path)
-    if not path.is_file():
-        raise VideoDecodeError(f"{path}: no such video file")
-    try:
-        with av.open(str(path)) as container:
-            stream = container.streams.video[0]
-            fps = float(stream.average_rate) if stream.average_rate else 0.0
-            frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
-    except (av.error.FFmpegError, IndexError) as err:
-        raise VideoDecodeError(f"{path}: cannot decode video ({err}); re-encode it, e.g. with ffmpeg -i IN -c:v libx264 OUT.mp4") from None
+    with _open_video_stream(path) as (container, stream):
+        fps = float(stream.average_rate) if stream.average_rate else 0.0
+        frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
     if not frames:
         raise VideoDecodeError(f"{path}: the file has no decodable video frames")
     return np.stack(frames), fps
+
+
+def probe_video(path: str | os.PathLike) -> tuple[int, float]:
+    """Frame count and fps of a video from its container header, decoding frames only as a last resort.
+
+    The count comes from the stream's frame total, else from its duration times its frame rate; a
+    container with neither is decoded once to count. Header counts can be off by a frame or two,
+    which `read_video_frames` tolerates. fps is 0.0 when the file records no frame rate.
+    """
+    path = Path(path)
+    with _open_video_stream(path) as (container, stream):
+        fps = _frame_rate(stream)
+        num_frames = stream.frames
+        if not num_frames and stream.duration and stream.time_base and fps:
+            num_frames = round(float(stream.duration * stream.time_base) * fps)
+        if not num_frames:
+            num_frames = sum(1 for _ in container.decode(stream))
+    if num_frames <= 0:
+        raise VideoDecodeError(f"{path}: the file has no decodable video frames")
+    return int(num_frames), fps
+
+
+def read_video_frames(path: str | os.PathLike, indices: list[int]) -> tuple[np.ndarray, float]:
+    """Decode only the frames at `indices` (any order, repeats allowed): (uint8 (len(indices), H, W, 3), fps).
+
+    Frames are decoded in order from the start and decoding stops after the largest index, so a
+    clip near the start of a long file is cheap; seeking is avoided because keyframe-based seeks
+    land on different frames in different containers. An index past the last frame gets the last
+    frame, so a header frame count that is slightly too large cannot fail a read.
+    """
+    if not indices or min(indices) < 0:
+        raise ValueError(f"expected a non-empty list of non-negative frame indices, got {indices}")
+    path = Path(path)
+    wanted = set(indices)
+    last_wanted = max(indices)
+    decoded: dict[int, np.ndarray] = {}
+    last_index, last_frame = -1, None
+    with _open_video_stream(path) as (container, stream):
+        fps = _frame_rate(stream)
+        for last_index, last_frame in enumerate(container.decode(stream)):
+            if last_index in wanted:
+                decoded[last_index] = last_frame.to_ndarray(format="rgb24")
+            if last_index >= last_wanted:
+                break
+        if last_frame is not None and last_index not in decoded:
+            # The file ended before `last_wanted`: its last frame stands in for the missing ones.
+            decoded[last_index] = last_frame.to_ndarray(format="rgb24")
+    if last_frame is None:
+        raise VideoDecodeError(f"{path}: the file has no decodable video frames")
+    return np.stack([decoded[min(i, last_index)] for i in indices]), fps
