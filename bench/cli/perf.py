@@ -1,0 +1,76 @@
+"""`arlon-bench perf`: parameters, FLOPs, latency and peak memory per component (paper Table 4)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import torch
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from arlon.checkpoints.io import atomic_write_json
+from arlon.presets import get_preset
+from bench.cli.options import DeviceOpt, DtypeOpt, PresetOpt, SetOpt
+from bench.cli.progress import rich_progress
+from bench.cli.sample import DTYPES, parse_device
+from bench.errors import BenchError
+from bench.overrides import apply_overrides
+from bench.perf import measure_components
+
+EXAMPLES = """Examples:
+
+  arlon-bench perf --preset tiny
+
+  arlon-bench perf --preset paper --device cuda --dtype bf16 --out bench/perf/paper-h100.json
+
+  arlon-bench perf --preset paper --count-only     # parameters and FLOPs on any machine
+"""
+
+
+def perf(
+    preset: PresetOpt = "tiny",
+    overrides: SetOpt = None,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = "fp32",
+    arlon_steps: Annotated[int, typer.Option("--arlon-steps", help="Denoising steps counted for ARLON.")] = 10,
+    baseline_steps: Annotated[int, typer.Option("--baseline-steps", help="Denoising steps counted for the baseline.")] = 30,
+    count_only: Annotated[
+        bool, typer.Option("--count-only", help="Build on the meta device: parameters and FLOPs only, nothing runs.")
+    ] = False,
+    out: Annotated[Optional[str], typer.Option("--out", help="Write the report as JSON to this file.")] = None,
+) -> None:
+    """Measure each component's parameters, FLOPs, latency and peak memory with random weights."""
+    if dtype not in DTYPES:
+        raise BenchError(f"--dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
+    cfg = apply_overrides(get_preset(preset), overrides or []).validate()
+    run_device = parse_device(device) or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    console = Console()
+    if preset == "paper" and run_device.type == "cpu" and not count_only:
+        console.print("[yellow]note:[/] the paper preset does not run on a CPU: counting parameters and FLOPs only")
+        count_only = True
+    with rich_progress("components", console=console) as progress:
+        report = measure_components(
+            cfg, torch.device("meta") if count_only else run_device, DTYPES[dtype],
+            arlon_steps=arlon_steps, baseline_steps=baseline_steps, progress=progress,
+        )
+    table = Table(title=f"{report.preset} preset, {report.video}, {report.dtype} on {report.device}")
+    for column in ("component", "call", "params", "trainable", "GFLOPs", "latency s", "peak GiB"):
+        table.add_column(column, justify="left" if column in ("component", "call") else "right")
+    for row in report.rows:
+        table.add_row(
+            row.component, row.call, f"{row.params_total / 1e6:.1f}M", f"{row.params_trainable / 1e6:.1f}M",
+            f"{row.gflops:,.1f}", _fmt(row.latency_s, "{:.3f}"), _fmt(row.peak_mem_gib, "{:.2f}"),
+        )
+    for name, total in report.totals().items():
+        table.add_row(f"[bold]{name}[/]", "end to end", "", "", f"{total['gflops']:,.1f}", _fmt(total["latency_s"], "{:.2f}"), "")
+    console.print(table)
+    if out:
+        atomic_write_json(Path(out), report.to_dict())
+        console.print(f"wrote {out}")
+
+
+def _fmt(value: float | None, pattern: str) -> str:
+    return "-" if value is None else pattern.format(value)

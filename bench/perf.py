@@ -1,0 +1,189 @@
+"""Speed, memory and FLOPs of every ARLON component (the paper's Table 4), with random weights.
+
+For one video of the preset's size (paper: 68 frames at 512x512) this measures, per component:
+parameters (total, trainable), FLOPs of one call (`torch.utils.flop_counter`), latency and peak
+memory. Caption embeddings are random tensors of T5's output shape: the text encoder itself is not
+part of Table 4 and T5-XXL's weights are not needed to time the rest.
+
+Where the device cannot run the preset (the paper preset on a CPU), the models are built on the
+meta device: parameters and FLOPs are exact, latency and memory are left empty.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from arlon.config import ArlonConfig
+from arlon.injection.adapters import SemanticInjector
+from arlon.models.ar_transformer import ARTransformer
+from arlon.models.latent_vq import LatentVQVAE
+from arlon.models.stdit3 import STDiT3
+from arlon.models.video_vae import build_video_vae
+
+META = torch.device("meta")
+
+
+@dataclass
+class PerfRow:
+    component: str
+    call: str
+    params_total: int
+    params_trainable: int
+    gflops: float
+    latency_s: float | None
+    peak_mem_gib: float | None
+
+
+@dataclass
+class PerfReport:
+    preset: str
+    device: str
+    dtype: str
+    video: str
+    rows: list[PerfRow]
+    arlon_steps: int
+    baseline_steps: int
+
+    def totals(self) -> dict[str, dict[str, float | None]]:
+        """End-to-end GFLOPs and seconds: ARLON (AR + VQ decode + injector conditions, computed once,
+        + N injected DiT steps + VAE decode)
+        against the baseline (M plain DiT steps + VAE decode), as Table 4 adds them up."""
+        row = {r.component: r for r in self.rows}
+
+        def total(parts: list[tuple[str, int]], field: str) -> float | None:
+            values = [getattr(row[name], field) for name, _ in parts]
+            if any(v is None for v in values):
+                return None
+            return sum(v * n for v, (_, n) in zip(values, parts))
+
+        arlon = [("ar", 1), ("latent_vq", 1), ("injector", 1), ("dit_step_arlon", self.arlon_steps), ("vae_decode", 1)]
+        baseline = [("dit_step_baseline", self.baseline_steps), ("vae_decode", 1)]
+        return {
+            f"arlon ({self.arlon_steps} steps)": {"gflops": total(arlon, "gflops"), "latency_s": total(arlon, "latency_s")},
+            f"baseline ({self.baseline_steps} steps)": {
+                "gflops": total(baseline, "gflops"),
+                "latency_s": total(baseline, "latency_s"),
+            },
+        }
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "totals": self.totals()}
+
+
+def _count(module: torch.nn.Module) -> tuple[int, int]:
+    return sum(p.numel() for p in module.parameters()), sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+def _measure(fn: Callable[[], object], device: torch.device, repeats: int) -> tuple[float, float | None, float | None]:
+    """(GFLOPs of one call, median latency in s, peak memory in GiB); the last two None on meta."""
+    counter = FlopCounterMode(display=False)
+    with counter:
+        fn()
+    gflops = counter.get_total_flops() / 1e9
+    if device.type == "meta":
+        return gflops, None, None
+    fn()  # warm-up: kernels, allocator, caches
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - start)
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+    return gflops, sorted(times)[len(times) // 2], peak
+
+
+@torch.no_grad()
+def measure_components(
+    cfg: ArlonConfig,
+    device: torch.device,
+    dtype: torch.dtype = torch.float32,
+    arlon_steps: int = 10,
+    baseline_steps: int = 30,
+    repeats: int = 3,
+    progress: Callable[[int, int], None] | None = None,
+) -> PerfReport:
+    """Measure each component of `cfg` on `device` (or count on the meta device); see the module docstring."""
+    cfg.validate()
+    video = cfg.video
+    run_device = device
+    with torch.device(device):
+        backbone = STDiT3(cfg.backbone).to(dtype).requires_grad_(False)
+        injector = SemanticInjector(cfg.injection, cfg.noise, backbone).to(dtype)
+        ar = ARTransformer(cfg.ar).to(dtype)
+        ar_vq = LatentVQVAE(cfg.ar_vq).to(dtype)
+        vae = build_video_vae(cfg.vae)  # fp32, as the pipelines run it
+    for module in (backbone, injector, ar, ar_vq, vae):
+        module.eval()
+
+    T, H, W = vae.latent_size(video.num_frames, video.height, video.width)
+    C = cfg.vae.latent_channels
+    r, o_h, o_w = cfg.ar_vq.compression
+    grid = (T // r, H // o_h, W // o_w)
+    L = cfg.text.max_length
+
+    def randn(*shape, dt=dtype):
+        return torch.randn(*shape, device=run_device, dtype=dt)
+
+    text = randn(1, L, cfg.text.dim)
+    text_mask = torch.ones(1, L, dtype=torch.bool, device=run_device)
+    codes = torch.zeros((1, *grid), dtype=torch.long, device=run_device)
+    tokens = ar.codes_to_tokens(codes)
+    latent = randn(1, C, T, H, W)
+    y = randn(2, 1, L, cfg.text.dim)  # CFG batch: conditional + null caption
+    x = randn(2, C, T, H, W)
+    t = torch.full((2,), 500.0, device=run_device)
+    size_kwargs = dict(
+        fps=torch.full((1,), float(video.fps), device=run_device),
+        height=torch.full((1,), float(video.height)),
+        width=torch.full((1,), float(video.width)),
+    )
+    injection = injector(latent)
+
+    if run_device.type == "meta":
+        ar_call = ("forward over the whole token sequence", lambda: ar(text, text_mask, tokens))
+    else:
+        ar_call = (
+            f"generate {tokens.shape[1]} tokens with the KV cache",
+            lambda: ar.generate(text, text_mask, grid=grid, sampling=cfg.ar_sampling),
+        )
+    calls = [
+        ("ar", *ar_call, ar),
+        ("latent_vq", f"decode {grid} codes to F", lambda: ar_vq.decode(codes), ar_vq),
+        ("injector", "adapters + noise: F -> per-layer conditions", lambda: injector(latent), injector),
+        ("dit_step_baseline", "backbone forward, CFG batch 2", lambda: backbone(x, t, y, mask=text_mask, **size_kwargs), backbone),
+        (
+            "dit_step_arlon",
+            "backbone + injection forward, CFG batch 2",
+            lambda: backbone(x, t, y, mask=text_mask, injection=injection, **size_kwargs),
+            injector,
+        ),
+        ("vae_decode", f"decode latent {T}x{H}x{W} to {video.num_frames} frames", lambda: vae.decode(latent.float(), video.num_frames), vae),
+    ]
+    rows = []
+    for index, (name, call, fn, module) in enumerate(calls):
+        gflops, latency, peak = _measure(fn, run_device, repeats)
+        total, trainable = _count(module)
+        if name == "dit_step_arlon":
+            total, trainable = total + _count(backbone)[0], trainable
+        rows.append(PerfRow(name, call, total, trainable, round(gflops, 3), latency, peak))
+        if progress:
+            progress(index + 1, len(calls))
+    return PerfReport(
+        preset=cfg.name,
+        device=str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
+        dtype=str(dtype).removeprefix("torch."),
+        video=f"{video.num_frames} frames {video.height}x{video.width}",
+        rows=rows,
+        arlon_steps=arlon_steps,
+        baseline_steps=baseline_steps,
+    )
