@@ -28,8 +28,9 @@ def test_count_only_matches_a_real_run_in_flops():
     counted = {r.component: r for r in measure_components(tiny(), torch.device("meta")).rows}
     measured = {r.component: r for r in measure_components(tiny(), torch.device("cpu"), repeats=1).rows}
     # Attention FLOPs are counted by SDPA's formula on the meta device and from the decomposed
-    # matmuls on the CPU; everything else is the same op for op.
-    for name in counted:
+    # matmuls on the CPU; everything else is the same op for op. The AR row is a different call on
+    # the meta device (one teacher-forced pass instead of KV-cache generation), so it is left out.
+    for name in set(counted) - {"ar"}:
         assert abs(counted[name].gflops - measured[name].gflops) <= 0.1 * measured[name].gflops, name
     assert counted["dit_step_arlon"].latency_s is None
 
