@@ -15,7 +15,9 @@ import typer
 from rich.console import Console
 
 from arlon.errors import ArlonError
+from bench.cli import perf as perf_command
 from bench.cli import sample as sample_command
+from bench.cli import train as train_command
 
 app = typer.Typer(
     name="arlon-bench",
@@ -25,6 +27,8 @@ app = typer.Typer(
     add_completion=False,
 )
 app.command(name="sample", epilog=sample_command.EXAMPLES)(sample_command.sample)
+app.command(name="perf", epilog=perf_command.EXAMPLES)(perf_command.perf)
+app.command(name="train", epilog=train_command.EXAMPLES)(train_command.train)
 
 
 def _show_version(value: bool) -> None:

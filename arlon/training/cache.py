@@ -1,0 +1,372 @@
+"""Trained checkpoints cached by what determines them, so every command reuses them instead of retraining.
+
+A stage's cache key is the hash of: the stage name and recipe version, the sub-configs that shape it
+(`stage_configs`), its TrainConfig, the data it reads (clip spec, or the latent pool's spec), and the
+weight hashes of the upstream checkpoints it trains on. Change any of them and the key changes; keep
+them and `ensure_trained` returns the cached checkpoint after training 0 steps.
+
+Layout under the cache root (env ARLON_CACHE_DIR, else ~/.cache/arlon-bench):
+
+    stages/<stage>/<key>/<stage>.safetensors + <stage>.json     the component and its manifest
+    stages/<stage>/<key>/resume/state-<step>.*                   resumable state while it trains
+    latents/<key>/latents.safetensors + pool.json                 clips encoded by the video VAE
+    checkpoints/<preset>-<key>/                                  one directory per config holding every
+                                                                 component, for build_components
+
+The manifest (written last, so its presence marks a complete checkpoint) records the component's
+config, the training config, the step, the data spec and seed, the metrics, the upstream hashes and
+the weights' own hash. An interrupted stage resumes from its newest state when run again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Callable, Mapping
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from arlon.checkpoints.io import atomic_write_json, load_component, read_manifest, save_component
+from arlon.config import ArlonConfig
+from arlon.errors import ConfigError
+from arlon.models.ar_transformer import ARTransformer
+from arlon.models.latent_vq import LatentVQVAE
+from arlon.models.stdit3 import STDiT3
+from arlon.models.text_encoders import TextEncoder, build_text_encoder
+from arlon.models.video_vae import OpenSoraVAE, VideoVAE, build_video_vae
+from arlon.training.ar import train_ar
+from arlon.training.backbone import train_backbone
+from arlon.training.common import Checkpointer, RunContext, StageOutput, TrainConfig, TrainProgress
+from arlon.training.data import ClipPool, ClipSource, DataConfig, TrainingData, build_clip_source, encode_pool
+from arlon.training.injection import train_injector
+from arlon.training.stages import (
+    RECIPE_VERSIONS,
+    check_stage,
+    condition_vq_stage,
+    default_train_config,
+    is_trained_here,
+    stage_configs,
+    stage_dependencies,
+    stages_for,
+)
+from arlon.training.vae import train_vae
+from arlon.training.vq import train_latent_vq
+
+ENCODE_BATCH = 16
+
+
+def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
+    """`cache_dir`, else $ARLON_CACHE_DIR, else ~/.cache/arlon-bench."""
+    if cache_dir is not None:
+        return Path(cache_dir)
+    env = os.environ.get("ARLON_CACHE_DIR")
+    return Path(env) if env else Path.home() / ".cache" / "arlon-bench"
+
+
+def hash_json(blob: object) -> str:
+    text = json.dumps(blob, sort_keys=True, default=list)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def state_dict_sha256(module: nn.Module) -> str:
+    """Hash of every entry of the module's state_dict (names, dtypes, shapes and bytes)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def train_key_fields(train: TrainConfig) -> dict:
+    """The TrainConfig fields that change the weights (how often states are saved does not)."""
+    fields = dataclasses.asdict(train)
+    fields.pop("checkpoint_every")
+    return fields
+
+
+@dataclasses.dataclass
+class TrainedStage:
+    stage: str
+    key: str
+    directory: Path  # holds <stage>.safetensors and <stage>.json
+    manifest: dict
+    steps_run: int  # optimiser steps run now (0 when the checkpoint came from the cache)
+    cached: bool  # True when found complete in the cache
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        return self.manifest["metrics"]
+
+
+class TrainingSession:
+    """Trains, or finds in the cache, the stages of one config; each stage at most once per session.
+
+    `train` maps stage names to TrainConfigs that replace the preset's recipe (`default_train_config`).
+    Upstream stages are ensured first, so `ensure("injector")` trains whatever it needs.
+    """
+
+    def __init__(
+        self,
+        cfg: ArlonConfig,
+        *,
+        data: DataConfig = DataConfig(),
+        train: Mapping[str, TrainConfig] | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        device: torch.device | str | None = None,
+        progress: TrainProgress | None = None,
+    ):
+        self.cfg = cfg.validate()
+        self.data = data
+        self.train_overrides = dict(train or {})
+        self.root = cache_root(cache_dir)
+        self.device = torch.device(device) if device is not None else default_device()
+        self.progress = progress
+        self._text_encoder: TextEncoder | None = None
+        self.trained: dict[str, TrainedStage] = {}
+        self._clips: dict[str, ClipSource] = {}
+        self._pools: dict[str, ClipPool] = {}
+        self._runners: dict[str, Callable[[TrainConfig, RunContext], StageOutput]] = {
+            "vae": self._run_vae,
+            "ar_vq": self._run_ar_vq,
+            "dit_vq": self._run_dit_vq,
+            "ar": self._run_ar,
+            "backbone": self._run_backbone,
+            "injector": self._run_injector,
+        }
+
+    # -- public ---------------------------------------------------------------------------------
+
+    def train_config(self, stage: str) -> TrainConfig:
+        return self.train_overrides.get(stage) or default_train_config(stage, self.cfg)
+
+    def ensure(self, stage: str) -> TrainedStage:
+        """The checkpoint of `stage` for this config: from the cache, or trained now (resuming if interrupted)."""
+        check_stage(stage)
+        if not is_trained_here(stage, self.cfg):
+            what = "vae.kind is not 'tiny'" if stage == "vae" else "backbone.pretrained is set"
+            raise ConfigError(f"stage {stage!r} is not trained for preset {self.cfg.name!r}: {what}, so its weights load pretrained")
+        if stage in self.trained:
+            return self.trained[stage]
+        upstream = {need: self.ensure(need) for need in stage_dependencies(stage, self.cfg)}
+        train = self.train_config(stage).validate(stage)
+        key = self.stage_key(stage, train, upstream)
+        directory = self.root / "stages" / stage / key
+        if (directory / f"{stage}.json").is_file():
+            manifest = read_manifest(directory, stage)
+            if self.progress is not None:
+                self.progress(stage, train.steps, train.steps, manifest["metrics"].get("loss_final"))
+            done = TrainedStage(stage, key, directory, manifest, steps_run=0, cached=True)
+        else:
+            done = self._train(stage, train, key, directory, upstream)
+        self.trained[stage] = done
+        return done
+
+    def stage_key(self, stage: str, train: TrainConfig, upstream: Mapping[str, TrainedStage]) -> str:
+        """Hash of everything that determines the stage's weights (see the module docstring)."""
+        return hash_json(
+            {
+                "stage": stage,
+                "recipe": RECIPE_VERSIONS[stage],
+                "configs": stage_configs(stage, self.cfg),
+                "train": train_key_fields(train),
+                "data": self.data_spec(stage),
+                "upstream": {name: done.manifest["sha256"] for name, done in upstream.items()},
+            }
+        )
+
+    def ensure_all(self) -> list[TrainedStage]:
+        return [self.ensure(stage) for stage in stages_for(self.cfg)]
+
+    def checkpoint_dir(self, out: str | os.PathLike | None = None) -> Path:
+        """A directory holding every trained component of this config, for `build_components(checkpoint_dir=...)`.
+
+        Trains what is missing. Files are hard links into the cache where possible (copies otherwise).
+        """
+        done = self.ensure_all()
+        if out is None:
+            out = self.root / "checkpoints" / f"{self.cfg.name}-{hash_json([d.key for d in done])}"
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        for stage in done:
+            for suffix in (".safetensors", ".json"):
+                link_or_copy(stage.directory / f"{stage.stage}{suffix}", out / f"{stage.stage}{suffix}")
+        return out
+
+    @property
+    def text_encoder(self) -> TextEncoder:
+        """Built on first use: the stages before the AR model never need T5."""
+        if self._text_encoder is None:
+            self._text_encoder = build_text_encoder(self.cfg.text).to(self.device).eval()
+        return self._text_encoder
+
+    # -- data -----------------------------------------------------------------------------------
+
+    def clips(self, split: str) -> ClipSource:
+        if split not in self._clips:
+            self._clips[split] = build_clip_source(self.data, self.cfg.video, split)
+        return self._clips[split]
+
+    def data_spec(self, stage: str) -> dict:
+        """What a stage reads: pixel clips for the VAE, the latent pool for every other stage."""
+        if stage == "vae":
+            return {"clips": self.clips("train").spec, "seed": self.data.seed}
+        return self.pool_spec("train")
+
+    def vae_identity(self) -> dict:
+        if is_trained_here("vae", self.cfg):
+            return {"sha256": self.ensure("vae").manifest["sha256"]}
+        return {"config": dataclasses.asdict(self.cfg.vae)}
+
+    def pool_spec(self, split: str) -> dict:
+        return {
+            "version": RECIPE_VERSIONS["latents"],
+            "clips": self.clips(split).spec,
+            "seed": self.data.seed,
+            "vae": self.vae_identity(),
+        }
+
+    def pool(self, split: str) -> ClipPool:
+        """The latents of the `split` clips, encoded once by the video VAE and cached on disk."""
+        if split in self._pools:
+            return self._pools[split]
+        spec = self.pool_spec(split)
+        directory = self.root / "latents" / hash_json(spec)
+        if (directory / "pool.json").is_file():
+            meta = json.loads((directory / "pool.json").read_text())
+            pool = ClipPool(load_file(str(directory / "latents.safetensors"))["latents"], meta["captions"], meta["spec"])
+        else:
+            vae = self.load("vae").to(self.device).eval()
+
+            def report(done: int, total: int) -> None:
+                if self.progress is not None:
+                    self.progress(f"latents ({split})", done, total, None)
+
+            pool = encode_pool(vae.encode, self.clips(split), ENCODE_BATCH, self.device, spec, report)
+            directory.mkdir(parents=True, exist_ok=True)
+            save_file({"latents": pool.x.contiguous()}, str(directory / "latents.safetensors"))
+            atomic_write_json(directory / "pool.json", {"captions": pool.captions, "spec": spec})
+        self._pools[split] = pool
+        return pool
+
+    def pool_data(self, train: TrainConfig) -> TrainingData:
+        return TrainingData(self.pool("train"), train.batch_size, train.seed)
+
+    # -- components -----------------------------------------------------------------------------
+
+    def load(self, stage: str) -> nn.Module:
+        """A fresh copy of a component this session depends on (trained here, or Open-Sora's released weights)."""
+        cfg = self.cfg
+        if stage == "vae" and not is_trained_here("vae", cfg):
+            return OpenSoraVAE.from_pretrained(cfg.vae)
+        if stage == "backbone" and not is_trained_here("backbone", cfg):
+            return STDiT3.from_pretrained(cfg.backbone)
+        builders: dict[str, Callable[[], nn.Module]] = {
+            "vae": lambda: build_video_vae(cfg.vae),
+            "ar_vq": lambda: LatentVQVAE(cfg.ar_vq),
+            "dit_vq": lambda: LatentVQVAE(cfg.dit_vq),
+            "ar": lambda: ARTransformer(cfg.ar),
+            "backbone": lambda: STDiT3(cfg.backbone),
+        }
+        module = builders[stage]()
+        load_component(self.ensure(stage).directory, stage, module)
+        return module.eval()
+
+    # -- training -------------------------------------------------------------------------------
+
+    def _train(
+        self, stage: str, train: TrainConfig, key: str, directory: Path, upstream: dict[str, TrainedStage]
+    ) -> TrainedStage:
+        checkpointer = Checkpointer(directory / "resume")
+        run = RunContext(self.device, checkpointer, self.progress)
+        started = time.perf_counter()
+        output = self._runners[stage](train, run)
+        manifest = {
+            "component": stage,
+            "stage": stage,
+            "key": key,
+            "recipe_version": RECIPE_VERSIONS[stage],
+            "preset": self.cfg.name,
+            "config": stage_configs(stage, self.cfg),
+            "train": dataclasses.asdict(train),
+            "step": len(output.result.losses),
+            "data": self.data_spec(stage),
+            "data_seed": self.data.seed,
+            "metrics": output.metrics,
+            "upstream": {name: done.manifest["sha256"] for name, done in upstream.items()},
+            "sha256": state_dict_sha256(output.module),
+            "weights": "ema" if train.ema_decay > 0 else "final",
+            "device": str(self.device),
+            "wall_s": round(time.perf_counter() - started, 2),
+            "torch": torch.__version__,
+        }
+        save_component(directory, stage, output.module, manifest)
+        checkpointer.clear()
+        return TrainedStage(stage, key, directory, manifest, steps_run=output.result.steps_run, cached=False)
+
+    def _run_vae(self, train: TrainConfig, run: RunContext) -> StageOutput:
+        data = TrainingData(self.clips("train"), train.batch_size, train.seed)
+        return train_vae(self.cfg.vae, data, self.clips("heldout"), train, run)
+
+    def _run_ar_vq(self, train: TrainConfig, run: RunContext) -> StageOutput:
+        return train_latent_vq("ar_vq", self.cfg.ar_vq, self.pool_data(train), self.pool("heldout"), train, run)
+
+    def _run_dit_vq(self, train: TrainConfig, run: RunContext) -> StageOutput:
+        return train_latent_vq("dit_vq", self.cfg.dit_vq, self.pool_data(train), self.pool("heldout"), train, run)
+
+    def _run_ar(self, train: TrainConfig, run: RunContext) -> StageOutput:
+        ar_vq = self.load("ar_vq").to(self.device)
+        return train_ar(self.cfg.ar, self.text_encoder, ar_vq, self.pool_data(train), self.pool("heldout"), train, run)
+
+    def _run_backbone(self, train: TrainConfig, run: RunContext) -> StageOutput:
+        cfg = self.cfg
+        return train_backbone(
+            cfg.backbone, cfg.flow, cfg.video, self.text_encoder, self.pool_data(train), self.pool("heldout"), train, run
+        )
+
+    def _run_injector(self, train: TrainConfig, run: RunContext) -> StageOutput:
+        cfg = self.cfg
+        backbone = self.load("backbone")
+        condition_vq = self.load(condition_vq_stage(cfg)).to(self.device)
+        return train_injector(
+            cfg.injection, cfg.noise, cfg.flow, cfg.video, backbone, condition_vq, self.text_encoder,
+            self.pool_data(train), self.pool("heldout"), train, run,
+        )
+
+
+def ensure_trained(
+    stage: str,
+    cfg: ArlonConfig,
+    *,
+    data: DataConfig = DataConfig(),
+    train: Mapping[str, TrainConfig] | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    device: torch.device | str | None = None,
+    progress: TrainProgress | None = None,
+) -> TrainedStage:
+    """The checkpoint of `stage` for `cfg`, trained (with its dependencies) only if not cached yet."""
+    session = TrainingSession(cfg, data=data, train=train, cache_dir=cache_dir, device=device, progress=progress)
+    return session.ensure(stage)
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def link_or_copy(source: Path, target: Path) -> None:
+    """Hard-link `source` to `target` (replacing it); copy when the file system cannot link."""
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(source, tmp)
+    except OSError:
+        shutil.copyfile(source, tmp)
+    os.replace(tmp, target)
+

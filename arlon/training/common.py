@@ -1,0 +1,408 @@
+"""What every training recipe shares: the training config, the learning-rate schedule, EMA, the
+optimiser, resumable training state and the one generic loop.
+
+The loop is nanoGPT's `train.py` made resumable the torchtitan way: `learning_rate(step, cfg)` is a
+pure function of the step (linear warmup, then cosine decay), and `TrainState` gathers everything a
+run needs to continue bit for bit (model, EMA, optimiser, step, RNG states), like torchtitan's
+`Trainer.state_dict`. The data order is a pure function of the step too (`arlon/training/data.py`),
+so no data-loader state is saved.
+
+Open-Sora v1.2's DiT recipe (spec section 7): AdamW (its HybridAdam in AdamW mode), grad clip 1.0,
+warmup, EMA of the DiT weights with decay 0.99, bf16. We use EMA on the DiT side only (the tiny
+backbone and the injector), where Open-Sora does, and bf16 autocast only on CUDA (CPU runs fp32).
+
+Single process on the CPU or one GPU. The pieces a DDP version needs are already separate: the model,
+optimiser and data are built in one place per stage, the sampler takes rank/world_size, and nothing
+here keeps global state (the loop runs inside `torch.random.fork_rng`, so the caller's RNG is untouched).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from arlon.checkpoints.io import atomic_write_json
+from arlon.errors import ArlonError, ConfigError
+from arlon.training.data import Batch, TrainingData
+
+
+class TrainingError(ArlonError):
+    """Training cannot go on (the loss diverged); the message says which setting to change."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Configuration
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How one stage is trained. Defaults per stage and preset: `arlon.training.stages.default_train_config`."""
+
+    steps: int | None = None  # optimiser steps; None where the paper gives no number (must be set)
+    batch_size: int = 8
+    lr: float = 1e-3  # peak learning rate, reached at the end of the warmup
+    warmup_steps: int = 0  # linear warmup from lr / warmup_steps to lr
+    min_lr_ratio: float = 0.1  # the cosine decay ends at lr * min_lr_ratio on the last step
+    weight_decay: float = 0.0  # Open-Sora trains with 0
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8  # Open-Sora's DiT uses 1e-15
+    grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping
+    ema_decay: float = 0.0  # 0 = no EMA; the DiT side uses Open-Sora's 0.99
+    mixed_precision: bool = True  # bf16 autocast on CUDA; the CPU always trains in fp32
+    checkpoint_every: int = 100  # steps between resumable training states
+    seed: int = 0  # model init, data order and every random draw of the run
+    caption_dropout: float = 0.0  # AR stage: captions replaced by "" with this probability (for CFG)
+    clip_frames: int = 0  # VAE stage: train on random temporal crops of this many frames (0 = whole clips)
+
+    def validate(self, stage: str) -> "TrainConfig":
+        if self.steps is None:
+            raise ConfigError(
+                f"train.steps is not set for stage {stage!r} (the paper reports no step count): pass --steps N "
+                "or --set train.steps=N"
+            )
+        checks = (
+            ("steps", self.steps >= 0),
+            ("batch_size", self.batch_size >= 1),
+            ("lr", self.lr > 0),
+            ("warmup_steps", self.warmup_steps >= 0),
+            ("min_lr_ratio", 0 <= self.min_lr_ratio <= 1),
+            ("ema_decay", 0 <= self.ema_decay < 1),
+            ("grad_clip", self.grad_clip >= 0),
+            ("checkpoint_every", self.checkpoint_every >= 1),
+            ("caption_dropout", 0 <= self.caption_dropout <= 1),
+            ("clip_frames", self.clip_frames >= 0),
+        )
+        for name, ok in checks:
+            if not ok:
+                raise ConfigError(f"train.{name} = {getattr(self, name)!r} is out of range for stage {stage!r}")
+        return self
+
+
+# ----------------------------------------------------------------------------------------------
+# Schedule, optimiser, EMA
+# ----------------------------------------------------------------------------------------------
+
+
+def learning_rate(step: int, cfg: TrainConfig) -> float:
+    """The learning rate of optimiser step `step` (0-based), a pure function of the step.
+
+    1. warmup: linear, lr * (step + 1) / warmup_steps for the first warmup_steps steps;
+    2. decay: cosine from lr down to lr * min_lr_ratio, reached at the last step (steps - 1);
+    3. past the last step (never used by the loop): stays at the floor.
+    """
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    min_lr = cfg.lr * cfg.min_lr_ratio
+    decay_steps = cfg.steps - 1 - cfg.warmup_steps
+    if decay_steps <= 0:
+        return cfg.lr
+    progress = min((step - cfg.warmup_steps) / decay_steps, 1.0)
+    return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (cfg.lr - min_lr)
+
+
+def build_optimizer(params: list[nn.Parameter], cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW over `params`; the learning rate is set by the loop at every step."""
+    if not params:
+        raise ConfigError("nothing to train: the model has no parameters with requires_grad")
+    return torch.optim.AdamW(
+        params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, weight_decay=cfg.weight_decay
+    )
+
+
+class EMA:
+    """Exponential moving average of a module's trainable parameters, kept in fp32.
+
+    shadow = decay * shadow + (1 - decay) * param after every optimiser step (Open-Sora's
+    `update_ema`). Frozen parameters and buffers are not averaged: `copy_to` leaves them as they are.
+    """
+
+    def __init__(self, module: nn.Module, decay: float):
+        self.decay = decay
+        self.shadow = {
+            name: param.detach().float().clone() for name, param in module.named_parameters() if param.requires_grad
+        }
+
+    @torch.no_grad()
+    def update(self, module: nn.Module) -> None:
+        for name, param in module.named_parameters():
+            if name in self.shadow:
+                self.shadow[name].mul_(self.decay).add_(param.detach().float(), alpha=1 - self.decay)
+
+    @torch.no_grad()
+    def copy_to(self, module: nn.Module) -> None:
+        """Overwrite the module's averaged parameters with their EMA values."""
+        for name, param in module.named_parameters():
+            if name in self.shadow:
+                param.copy_(self.shadow[name].to(param.dtype))
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return dict(self.shadow)
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        if set(state) != set(self.shadow):
+            raise ConfigError("EMA state does not match the model's trainable parameters; delete the resume state")
+        for name, value in state.items():
+            self.shadow[name].copy_(value)
+
+
+# ----------------------------------------------------------------------------------------------
+# Resumable state
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainState:
+    """Everything a run needs to continue exactly where it stopped.
+
+    Tensors (model, EMA, optimiser moments, RNG states) go to safetensors; the rest (step, optimiser
+    hyper-parameters, loss history) to JSON.
+    """
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    ema: EMA | None
+    generator: torch.Generator  # CPU; the stage's explicit draws (timesteps, noise, masks, crops)
+    device: torch.device
+    step: int = 0
+    losses: list[float] = field(default_factory=list)
+
+    def tensors(self) -> dict[str, Tensor]:
+        out = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        if self.ema is not None:
+            out.update({f"ema.{k}": v for k, v in self.ema.state_dict().items()})
+        for index, entries in self.optimizer.state_dict()["state"].items():
+            out.update({f"optimizer.{index}.{k}": v for k, v in entries.items() if isinstance(v, Tensor)})
+        out["rng.cpu"] = torch.get_rng_state()
+        out["rng.generator"] = self.generator.get_state()
+        if self.device.type == "cuda":
+            out["rng.cuda"] = torch.cuda.get_rng_state(self.device)
+        return out
+
+    def meta(self) -> dict:
+        groups = self.optimizer.state_dict()["param_groups"]
+        return {"step": self.step, "losses": self.losses, "param_groups": groups}
+
+    def load(self, tensors: dict[str, Tensor], meta: dict) -> None:
+        self.model.load_state_dict(_with_prefix(tensors, "model."), strict=True)
+        if self.ema is not None:
+            self.ema.load_state_dict(_with_prefix(tensors, "ema."))
+        state: dict[int, dict[str, Tensor]] = {}
+        for key, value in _with_prefix(tensors, "optimizer.").items():
+            index, name = key.split(".", 1)
+            state.setdefault(int(index), {})[name] = value
+        self.optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+        torch.set_rng_state(tensors["rng.cpu"])
+        self.generator.set_state(tensors["rng.generator"])
+        if self.device.type == "cuda":
+            torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
+        self.step = int(meta["step"])
+        self.losses = [float(x) for x in meta["losses"]]
+
+
+def _with_prefix(tensors: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
+    return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+
+class Checkpointer:
+    """Resumable training states in one directory: `state-<step>.safetensors` + `state-<step>.json`.
+
+    The JSON is written after the tensors, so a state counts only once its JSON exists; older
+    states are deleted after a newer one is complete. Each file is written atomically.
+    """
+
+    PATTERN = re.compile(r"state-(\d+)\.json$")
+
+    def __init__(self, directory: str | os.PathLike, keep: int = 1):
+        self.directory = Path(directory)
+        self.keep = keep
+
+    def steps(self) -> list[int]:
+        if not self.directory.is_dir():
+            return []
+        found = (self.PATTERN.match(p.name) for p in self.directory.iterdir())
+        return sorted(int(m.group(1)) for m in found if m)
+
+    def latest_step(self) -> int | None:
+        steps = self.steps()
+        return steps[-1] if steps else None
+
+    def save(self, state: TrainState) -> Path:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        stem = self.directory / f"state-{state.step:08d}"
+        tensors = {k: v.detach().cpu().contiguous() for k, v in state.tensors().items()}
+        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".state-", suffix=".safetensors")
+        os.close(fd)
+        try:
+            save_file(tensors, tmp)
+            os.replace(tmp, stem.with_suffix(".safetensors"))
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        atomic_write_json(stem.with_suffix(".json"), state.meta())
+        for old in self.steps()[: -self.keep]:
+            self._remove(old)
+        return stem.with_suffix(".json")
+
+    def restore(self, state: TrainState) -> bool:
+        """Load the newest complete state into `state`; False when there is none."""
+        step = self.latest_step()
+        if step is None:
+            return False
+        stem = self.directory / f"state-{step:08d}"
+        meta = json.loads(stem.with_suffix(".json").read_text())
+        # Loaded on the CPU: RNG states must be CPU tensors, and load_state_dict copies the rest to the model's device.
+        state.load(load_file(str(stem.with_suffix(".safetensors"))), meta)
+        return True
+
+    def clear(self) -> None:
+        for step in self.steps():
+            self._remove(step)
+
+    def _remove(self, step: int) -> None:
+        stem = self.directory / f"state-{step:08d}"
+        for suffix in (".json", ".safetensors"):
+            stem.with_suffix(suffix).unlink(missing_ok=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# The generic loop
+# ----------------------------------------------------------------------------------------------
+
+# (batch, generator) -> scalar loss. Runs under autocast; the model is in train mode.
+LossFn = Callable[[Batch, torch.Generator], Tensor]
+# (task, done, total, loss or None): one call per optimiser step; task names the stage.
+TrainProgress = Callable[[str, int, int, float | None], None]
+
+
+@dataclass
+class TrainResult:
+    losses: list[float]  # the loss of every step, resumed ones included
+    steps_run: int  # optimiser steps run by this call (0 when the state was already complete)
+    ema: EMA | None
+
+    def loss_metrics(self, window: int = 20) -> dict[str, float]:
+        """Mean loss over the first and the last `window` steps (both nan when no step ran)."""
+        first, last = self.losses[:window], self.losses[-window:]
+        return {
+            "loss_first": sum(first) / len(first) if first else float("nan"),
+            "loss_final": sum(last) / len(last) if last else float("nan"),
+        }
+
+
+@dataclass
+class RunContext:
+    """Where and how a stage runs: the device, its resume directory and the progress callback."""
+
+    device: torch.device
+    checkpointer: Checkpointer | None = None
+    progress: TrainProgress | None = None
+
+
+@dataclass
+class StageOutput:
+    """What a stage function returns: the module to save (EMA weights where EMA is used) and its metrics."""
+
+    module: nn.Module
+    metrics: dict[str, float]
+    result: TrainResult
+
+
+def autocast_context(device: torch.device, cfg: TrainConfig) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA when mixed precision is on; nothing on the CPU (fp32 training)."""
+    if device.type == "cuda" and cfg.mixed_precision:
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def run_training(
+    task: str,
+    model: nn.Module,
+    loss_fn: LossFn,
+    data: TrainingData,
+    cfg: TrainConfig,
+    run: RunContext,
+) -> TrainResult:
+    """Optimise `model`'s trainable parameters for cfg.steps steps of `loss_fn` over `data`.
+
+    Resumes from the newest state of `run.checkpointer` if there is one, saves a state every
+    cfg.checkpoint_every steps and on KeyboardInterrupt, and leaves the final weights (not the EMA)
+    in `model`; the EMA comes back in the result. The caller's RNG state is left untouched.
+    """
+    device, checkpointer, progress = run.device, run.checkpointer, run.progress
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = build_optimizer(params, cfg)
+    ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+    generator = torch.Generator().manual_seed(cfg.seed)  # CPU: the same draws on any device
+    state = TrainState(model, optimizer, ema, generator, device)
+    cuda_devices = [device] if device.type == "cuda" else []
+
+    with torch.random.fork_rng(devices=cuda_devices):
+        torch.manual_seed(cfg.seed)  # the model's own draws (dropout, caption dropout, code restarts)
+        if checkpointer is not None:
+            checkpointer.restore(state)
+        first_step = state.step
+        model.train()
+        batches = data.batches(start_step=first_step)
+        try:
+            for step in range(first_step, cfg.steps):
+                loss = _train_step(state, loss_fn, next(batches), step, params, cfg, device)
+                state.losses.append(loss)
+                state.step = step + 1
+                if not math.isfinite(loss):
+                    raise TrainingError(f"{task}: the loss is {loss} at step {step}; lower train.lr or raise train.warmup_steps")
+                if progress is not None:
+                    progress(task, step + 1, cfg.steps, loss)
+                if checkpointer is not None and state.step % cfg.checkpoint_every == 0 and state.step < cfg.steps:
+                    checkpointer.save(state)
+        except KeyboardInterrupt:
+            if checkpointer is not None and state.step > first_step:
+                checkpointer.save(state)  # the interrupted run resumes from here
+            raise
+    if progress is not None and first_step == cfg.steps:  # nothing left to run: show the stage as done
+        progress(task, cfg.steps, cfg.steps, state.losses[-1] if state.losses else None)
+    return TrainResult(losses=state.losses, steps_run=state.step - first_step, ema=ema)
+
+
+def _train_step(
+    state: TrainState,
+    loss_fn: LossFn,
+    batch: Batch,
+    step: int,
+    params: list[nn.Parameter],
+    cfg: TrainConfig,
+    device: torch.device,
+) -> float:
+    """One optimiser step: lr for this step, forward under autocast, backward, clip, update, EMA."""
+    for group in state.optimizer.param_groups:
+        group["lr"] = learning_rate(step, cfg)
+    with autocast_context(device, cfg):
+        loss = loss_fn(batch.to(device), state.generator)
+    loss.backward()
+    if cfg.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+    state.optimizer.step()
+    state.optimizer.zero_grad(set_to_none=True)
+    if state.ema is not None:
+        state.ema.update(state.model)
+    return float(loss.detach())
+
+
+@contextlib.contextmanager
+def seeded(seed: int, device: torch.device) -> Iterator[None]:
+    """A block whose global RNG draws (module init) come from `seed`; the caller's RNG state is restored after."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield

@@ -1,0 +1,262 @@
+"""Training data: clip sources, a DistributedSampler-style epoch sampler, and cached latent pools.
+
+Every stage trains on `Batch`es from a `TrainingData`: a `ClipSource` (map-style: `len()` and
+`clip(i) -> (tensor, caption)`) read in the order of an `EpochSampler`. The order is a pure function
+of (seed, epoch), and `batches(start_step)` starts at any step, so a resumed run sees exactly the
+batches an uninterrupted run would, without saving any data-loader state.
+
+Sources:
+- `ToyWorldClips`: the procedural toy world (`arlon/data/toyworld.py`), the tiny preset's data;
+- `VideoFolderClips`: real videos listed in a CSV (`arlon/data/video_folder.py`, `--data CSV`);
+- `ClipPool`: clips held in memory; `encode_pool` fills one with the video VAE's latents of a fixed
+  set of clips (the posterior means, normalised), with their captions. Every stage after the VAE
+  trains on such a pool (cached on disk by `arlon/training/cache.py`), so the latent VQ-VAEs, the AR
+  model, the backbone and the injector never touch pixels. (Open-Sora samples the posterior at every
+  step; a fixed pool trades that small augmentation for encoding each clip once.)
+
+The training/held-out split: the toy world has its own held-out split (unseen attribute triples);
+for a CSV the last `num_heldout_clips` rows are held out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, NamedTuple, Protocol
+
+import torch
+from torch import Tensor
+
+from arlon.config import VideoConfig
+from arlon.data.toyworld import ToyWorld
+from arlon.data.video_folder import VideoTextDataset
+from arlon.errors import ConfigError
+
+# (done, total) while encoding a pool.
+PoolProgress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which clips the stages train on."""
+
+    source: str = "toyworld"  # "toyworld", or the path of a CSV of video paths and captions
+    seed: int = 0  # the toy world's seed: which scenes exist
+    num_train_clips: int = 1024  # size of the fixed training pool (a CSV uses at most this many rows)
+    num_heldout_clips: int = 64  # held-out clips for the stage metrics (VAE PSNR, ...)
+
+
+class Batch(NamedTuple):
+    """One training batch: inputs, their captions, and where they come from in the source."""
+
+    x: Tensor  # (B, 3, T, H, W) video in [-1, 1], or (B, C, T', H', W') latents
+    captions: list[str]
+    indices: Tensor  # (B,) long, the items' indices in their source (to look up precomputed tensors)
+
+    def to(self, device: torch.device) -> "Batch":
+        return Batch(self.x.to(device, non_blocking=True), self.captions, self.indices)
+
+
+class ClipSource(Protocol):
+    """Map-style clips with captions. `spec` is JSON-able and determines the content (cache keys)."""
+
+    spec: dict
+
+    def __len__(self) -> int: ...
+
+    def clip(self, index: int) -> tuple[Tensor, str]: ...
+
+
+# ----------------------------------------------------------------------------------------------
+# Order
+# ----------------------------------------------------------------------------------------------
+
+
+class EpochSampler:
+    """Index batches of one epoch, like DistributedSampler + BatchSampler with drop_last.
+
+    The permutation of range(size) is drawn from seed + epoch; rank r of world_size takes every
+    world_size-th index starting at r. Call `set_epoch` before iterating each epoch.
+    """
+
+    def __init__(self, size: int, batch_size: int, seed: int, shuffle: bool = True, rank: int = 0, world_size: int = 1):
+        if size // world_size < batch_size:
+            raise ConfigError(
+                f"train.batch_size ({batch_size}) is larger than the {size} clips available per process; "
+                "lower it or add clips (data num_train_clips)"
+            )
+        self.size, self.batch_size, self.seed = size, batch_size, seed
+        self.shuffle, self.rank, self.world_size = shuffle, rank, world_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return (self.size // self.world_size) // self.batch_size
+
+    def __iter__(self) -> Iterator[list[int]]:
+        if self.shuffle:
+            order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+        else:
+            order = torch.arange(self.size)
+        mine = order[self.rank :: self.world_size].tolist()
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
+            yield mine[start : start + self.batch_size]
+
+
+class TrainingData:
+    """Batches of a `ClipSource` in `EpochSampler` order: an iterable of `Batch` (x, captions, indices).
+
+    Iterating gives one epoch (the sampler's current epoch); `batches(start_step)` gives the endless
+    stream a training loop reads, starting at optimiser step `start_step`.
+    """
+
+    def __init__(self, source: ClipSource, batch_size: int, seed: int, rank: int = 0, world_size: int = 1):
+        self.source = source
+        self.sampler = EpochSampler(len(source), batch_size, seed, rank=rank, world_size=world_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self) -> Iterator[Batch]:
+        for indices in self.sampler:
+            yield self.collate(indices)
+
+    def batches(self, start_step: int = 0) -> Iterator[Batch]:
+        epoch, skip = divmod(start_step, len(self))
+        while True:
+            self.set_epoch(epoch)
+            for position, indices in enumerate(self.sampler):
+                if position >= skip:  # skipped batches are never loaded
+                    yield self.collate(indices)
+            epoch, skip = epoch + 1, 0
+
+    def collate(self, indices: list[int]) -> Batch:
+        clips = [self.source.clip(i) for i in indices]
+        x = torch.stack([tensor for tensor, _ in clips])
+        return Batch(x, [caption for _, caption in clips], torch.tensor(indices, dtype=torch.long))
+
+
+# ----------------------------------------------------------------------------------------------
+# Sources
+# ----------------------------------------------------------------------------------------------
+
+
+class ToyWorldClips:
+    """`size` clips of the toy world's `split`, rendered at the video size of the config."""
+
+    def __init__(self, video: VideoConfig, seed: int, split: str, size: int):
+        self.world = ToyWorld(seed, num_frames=video.num_frames, height=video.height, width=video.width, split=split)
+        if size > len(self.world):
+            raise ConfigError(f"the toy world's {split} split has {len(self.world)} clips; asked for {size}")
+        self.size = size
+        self.spec = {
+            "source": "toyworld",
+            "seed": seed,
+            "split": split,
+            "size": size,
+            "video": [video.num_frames, video.height, video.width],
+        }
+
+    def __len__(self) -> int:
+        return self.size
+
+    def clip(self, index: int) -> tuple[Tensor, str]:
+        item = self.world[index]
+        return item.video_tensor(), item.caption
+
+
+class VideoFolderClips:
+    """Rows [first, first + size) of a CSV of videos and captions, each a fixed clip (no random start)."""
+
+    def __init__(self, csv_path: str | Path, video: VideoConfig, first: int, size: int, seed: int):
+        self.dataset = VideoTextDataset(
+            csv_path, num_frames=video.num_frames, height=video.height, width=video.width, seed=seed, random_start=False
+        )
+        self.first, self.size = first, size
+        self.spec = {
+            "source": "csv",
+            "path": str(Path(csv_path).resolve()),
+            "sha256": _file_sha256(Path(csv_path)),
+            "rows": [first, first + size],
+            "video": [video.num_frames, video.height, video.width],
+        }
+
+    def __len__(self) -> int:
+        return self.size
+
+    def clip(self, index: int) -> tuple[Tensor, str]:
+        item = self.dataset[self.first + index]
+        return item["video"], item["caption"]
+
+
+def build_clip_source(data: DataConfig, video: VideoConfig, split: str) -> ClipSource:
+    """The training ("train") or held-out ("heldout") clips of `data` at the size of `video`."""
+    if split not in ("train", "heldout"):
+        raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
+    if data.source == "toyworld":
+        size = data.num_train_clips if split == "train" else data.num_heldout_clips
+        return ToyWorldClips(video, data.seed, split, size)
+    path = Path(data.source)
+    if path.suffix.lower() != ".csv":
+        raise ConfigError(f"--data {data.source!r}: expected 'toyworld' or the path of a .csv file of videos and captions")
+    rows = len(VideoTextDataset(path, num_frames=1, height=1, width=1))
+    heldout = min(data.num_heldout_clips, rows // 2)
+    if split == "heldout":
+        return VideoFolderClips(path, video, rows - heldout, heldout, data.seed)
+    return VideoFolderClips(path, video, 0, min(data.num_train_clips, rows - heldout), data.seed)
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# ----------------------------------------------------------------------------------------------
+# Latent pools: clips encoded once
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ClipPool:
+    """Clips held in memory, a `ClipSource` itself: x (N, ...) float32 with their captions (latent pools)."""
+
+    x: Tensor
+    captions: list[str]
+    spec: dict
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    def clip(self, index: int) -> tuple[Tensor, str]:
+        return self.x[index], self.captions[index]
+
+
+@torch.no_grad()
+def encode_pool(
+    encode: Callable[[Tensor], Tensor],
+    source: ClipSource,
+    batch_size: int,
+    device: torch.device,
+    spec: dict,
+    progress: PoolProgress | None = None,
+) -> ClipPool:
+    """Encode every clip of `source` with `encode` (video (B, 3, T, H, W) -> latent (B, C, T', H', W'))
+    into a float32 latent pool on the CPU."""
+    latents, captions = [], []
+    for start in range(0, len(source), batch_size):
+        clips = [source.clip(i) for i in range(start, min(start + batch_size, len(source)))]
+        video = torch.stack([tensor for tensor, _ in clips]).to(device)
+        latents.append(encode(video).float().cpu())
+        captions.extend(caption for _, caption in clips)
+        if progress is not None:
+            progress(len(captions), len(source))
+    return ClipPool(torch.cat(latents), captions, spec)

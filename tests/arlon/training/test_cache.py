@@ -1,0 +1,103 @@
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from arlon.errors import ConfigError
+from arlon.pipelines.components import build_components
+from arlon.presets import paper
+from arlon.training.cache import TrainingSession, cache_root, ensure_trained, state_dict_sha256
+from arlon.training.stages import stage_dependencies, stages_for
+
+
+def test_cache_root_from_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("ARLON_CACHE_DIR", str(tmp_path))
+    assert cache_root() == tmp_path
+    monkeypatch.delenv("ARLON_CACHE_DIR")
+    assert cache_root().parts[-2:] == (".cache", "arlon-bench")
+    assert cache_root(tmp_path / "x") == tmp_path / "x"
+
+
+def test_second_call_reuses_the_checkpoint_and_trains_zero_steps(mini_cfg, mini_data, mini_recipes, cache_dir):
+    recipes = mini_recipes(mini_cfg)
+    first = ensure_trained("dit_vq", mini_cfg, data=mini_data, train=recipes, device="cpu")
+    assert not first.cached and first.steps_run == 2
+    weights = first.directory / "dit_vq.safetensors"
+    written = weights.stat().st_mtime_ns
+
+    second = ensure_trained("dit_vq", mini_cfg, data=mini_data, train=recipes, device="cpu")
+    assert second.cached and second.steps_run == 0
+    assert second.key == first.key and weights.stat().st_mtime_ns == written
+
+    manifest = json.loads((first.directory / "dit_vq.json").read_text())
+    assert manifest["step"] == 2 and manifest["data_seed"] == mini_data.seed
+    assert manifest["config"]["dit_vq"]["compression"] == list(mini_cfg.dit_vq.compression)
+    assert set(manifest["upstream"]) == {"vae"} and "loss_final" in manifest["metrics"]
+    assert not (first.directory / "resume").exists() or not any((first.directory / "resume").iterdir())
+
+
+def test_a_changed_config_gets_a_new_key_and_keeps_the_upstream(mini_cfg, mini_data, mini_recipes, cache_dir):
+    recipes = mini_recipes(mini_cfg)
+    session = TrainingSession(mini_cfg, data=mini_data, train=recipes, device="cpu")
+    base = session.ensure("dit_vq")
+    vae_key = session.trained["vae"].key
+
+    changed_cfg = dataclasses.replace(mini_cfg, dit_vq=dataclasses.replace(mini_cfg.dit_vq, commitment_weight=0.5))
+    changed = TrainingSession(changed_cfg, data=mini_data, train=recipes, device="cpu")
+    assert changed.ensure("dit_vq").key != base.key
+    assert changed.trained["vae"].cached and changed.trained["vae"].key == vae_key
+
+    more_steps = {**recipes, "dit_vq": dataclasses.replace(recipes["dit_vq"], steps=3)}
+    assert TrainingSession(mini_cfg, data=mini_data, train=more_steps, device="cpu").ensure("dit_vq").key != base.key
+    other_data = dataclasses.replace(mini_data, seed=5)
+    retrained = TrainingSession(mini_cfg, data=other_data, train=recipes, device="cpu").ensure("dit_vq")
+    assert retrained.key != base.key and retrained.manifest["upstream"]["vae"] != base.manifest["upstream"]["vae"]
+
+
+def test_all_stages_give_a_directory_build_components_loads(mini_cfg, mini_data, mini_recipes, cache_dir):
+    session = TrainingSession(mini_cfg, data=mini_data, train=mini_recipes(mini_cfg, steps=1), device="cpu")
+    directory = session.checkpoint_dir()
+    assert sorted(session.trained) == sorted(stages_for(mini_cfg))
+    components = build_components(mini_cfg, checkpoint_dir=directory)
+    assert state_dict_sha256(components.injector) == session.trained["injector"].manifest["sha256"]
+    assert session.trained["injector"].manifest["weights"] == "ema"
+    # The VAE carries the latent normalisation measured after its training.
+    assert not torch.equal(components.vae.scale, torch.ones_like(components.vae.scale))
+
+
+def test_interrupted_stage_resumes_when_run_again(mini_cfg, mini_data, mini_recipes, cache_dir):
+    recipes = mini_recipes(mini_cfg, steps=4)
+    recipes["ar_vq"] = dataclasses.replace(recipes["ar_vq"], checkpoint_every=2)
+
+    def interrupt(task, done, total, loss):
+        if task == "ar_vq" and done == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        TrainingSession(mini_cfg, data=mini_data, train=recipes, device="cpu", progress=interrupt).ensure("ar_vq")
+    resumed = TrainingSession(mini_cfg, data=mini_data, train=recipes, device="cpu").ensure("ar_vq")
+    assert not resumed.cached and resumed.steps_run == 1 and resumed.manifest["step"] == 4
+
+
+def test_stage_dependencies_follow_the_config(mini_cfg):
+    assert stage_dependencies("injector", mini_cfg) == ("backbone", "dit_vq")
+    ar_condition = dataclasses.replace(mini_cfg, injection=dataclasses.replace(mini_cfg.injection, condition_vq="ar"))
+    assert stage_dependencies("injector", ar_condition) == ("backbone", "ar_vq")
+    opensora = dataclasses.replace(paper(), backbone=dataclasses.replace(paper().backbone, pretrained="stdit3/"))
+    assert stages_for(opensora) == ["ar_vq", "dit_vq", "ar", "injector"]
+    assert stage_dependencies("ar_vq", opensora) == () and stage_dependencies("injector", opensora) == ("dit_vq",)
+
+
+def test_stages_the_config_does_not_train_are_errors(cache_dir):
+    session = TrainingSession(paper(), device="cpu")
+    with pytest.raises(ConfigError, match="stage 'vae' is not trained"):
+        session.ensure("vae")
+    with pytest.raises(ConfigError, match="did you mean 'backbone'"):
+        session.ensure("backbon")
+    with pytest.raises(ConfigError, match="train.steps is not set"):
+        session.ensure("ar_vq")
+    with pytest.raises(ConfigError, match="no training recipe for stage 'backbone'"):
+        session.ensure("backbone")

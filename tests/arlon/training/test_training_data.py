@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from arlon.config import VideoConfig
+from arlon.errors import ConfigError
+from arlon.training.data import DataConfig, EpochSampler, TrainingData, build_clip_source
+
+
+def test_sampler_is_a_function_of_seed_and_epoch():
+    sampler = EpochSampler(10, batch_size=3, seed=4)
+    first = list(sampler)
+    assert len(first) == len(sampler) == 3 and all(len(b) == 3 for b in first)
+    assert len(set(itertools.chain(*first))) == 9  # one epoch: no index twice
+    assert list(sampler) == first
+    sampler.set_epoch(1)
+    assert list(sampler) != first
+
+
+def test_sampler_splits_an_epoch_over_ranks():
+    shards = [list(itertools.chain(*EpochSampler(12, 2, seed=0, rank=r, world_size=3))) for r in range(3)]
+    assert sorted(itertools.chain(*shards)) == list(range(12))
+
+
+def test_batches_from_any_step_continue_the_same_stream(make_latent_pool):
+    data = TrainingData(make_latent_pool(10), batch_size=4, seed=1)  # 2 batches per epoch
+    stream = [batch.indices.tolist() for batch in itertools.islice(data.batches(0), 7)]
+    assert [batch.indices.tolist() for batch in itertools.islice(data.batches(3), 4)] == stream[3:]
+    batch = next(data.batches(5))
+    assert torch.equal(batch.x, data.source.x[batch.indices])
+    assert batch.captions == [data.source.captions[i] for i in batch.indices.tolist()]
+
+
+def test_batch_size_larger_than_the_data_is_an_error(make_latent_pool):
+    with pytest.raises(ConfigError, match="train.batch_size"):
+        TrainingData(make_latent_pool(3), batch_size=4, seed=0)
+
+
+def test_toy_world_source():
+    video = VideoConfig(num_frames=4, height=16, width=16, fps=8)
+    train = build_clip_source(DataConfig(num_train_clips=5, num_heldout_clips=2), video, "train")
+    heldout = build_clip_source(DataConfig(num_train_clips=5, num_heldout_clips=2), video, "heldout")
+    assert len(train) == 5 and len(heldout) == 2 and train.spec != heldout.spec
+    clip, caption = train.clip(0)
+    assert clip.shape == (3, 4, 16, 16) and clip.min() >= -1 and clip.max() <= 1 and caption
+    assert torch.equal(train.clip(0)[0], clip)  # a clip depends on its index only
+
+
+def test_csv_source_needs_a_csv(tmp_path):
+    with pytest.raises(ConfigError, match="expected 'toyworld' or the path of a .csv"):
+        build_clip_source(DataConfig(source=str(tmp_path / "videos.txt")), VideoConfig(), "train")
+
+
+def test_csv_of_videos_is_a_source(tmp_path, square_clips):
+    from arlon.data.video_io import video_tensor_to_uint8, write_video
+
+    squares = square_clips(5, num_frames=6, height=32, width=32)
+    rows = ["path,text"]
+    for i in range(5):
+        video, caption = squares.clip(i)
+        write_video(tmp_path / f"clip{i}.mp4", video_tensor_to_uint8(video[None])[0], fps=8)
+        rows.append(f"clip{i}.mp4,{caption}")
+    (tmp_path / "clips.csv").write_text("\n".join(rows) + "\n")
+    data = DataConfig(source=str(tmp_path / "clips.csv"), num_train_clips=100, num_heldout_clips=2)
+    video = VideoConfig(num_frames=4, height=16, width=16, fps=8)
+    train, heldout = build_clip_source(data, video, "train"), build_clip_source(data, video, "heldout")
+    assert (len(train), len(heldout)) == (3, 2)
+    batch = next(TrainingData(train, batch_size=2, seed=0).batches(0))
+    assert batch.x.shape == (2, 3, 4, 16, 16)
+    assert batch.captions == [squares.clip(i)[1] for i in batch.indices.tolist()]
+    assert heldout.clip(1)[1] == squares.clip(4)[1]

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from bench.cli.app import app, main
+
+runner = CliRunner()
+SMALL = ["--set", "data.num_train_clips=8", "--set", "data.num_heldout_clips=2", "--set", "video.num_frames=4",
+         "--set", "video.height=16", "--set", "video.width=16", "--set", "train.batch_size=4"]
+
+
+def test_train_vae_writes_a_manifest_then_reuses_it(tmp_path):
+    env = {"ARLON_CACHE_DIR": str(tmp_path)}
+    result = runner.invoke(app, ["train", "--stage", "vae", "--steps", "2", *SMALL], env=env)
+    assert result.exit_code == 0, result.output
+    assert "vae: trained 2 steps" in result.output
+    manifests = list((tmp_path / "stages" / "vae").glob("*/vae.json"))
+    assert len(manifests) == 1 and (manifests[0].parent / "vae.safetensors").is_file()
+    manifest = json.loads(manifests[0].read_text())
+    assert manifest["step"] == 2 and manifest["train"]["batch_size"] == 4 and manifest["config"]["video"]["num_frames"] == 4
+    assert "heldout_psnr_db" in manifest["metrics"]
+
+    again = runner.invoke(app, ["train", "--stage", "vae", "--steps", "2", *SMALL], env=env)
+    assert again.exit_code == 0 and "vae: cached" in again.output
+
+
+def _main(capsys, monkeypatch, *args: str) -> tuple[int, str]:
+    """Run the real entry point (its error boundary included) in this process: (exit code, stderr)."""
+    monkeypatch.setattr(sys, "argv", ["arlon-bench", *args])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    return exit_.value.code, capsys.readouterr().err
+
+
+def test_user_errors_are_one_line_exit_2(capsys, monkeypatch):
+    code, err = _main(capsys, monkeypatch, "train", "--stage", "vea")
+    assert code == 2 and "Traceback" not in err
+    assert err.strip().splitlines() == [
+        "error: unknown training stage 'vea'; did you mean 'vae'? (choices: vae, ar_vq, dit_vq, ar, backbone, injector)"
+    ]
+    code, err = _main(capsys, monkeypatch, "train")
+    assert code == 2 and "give --stage NAME" in err
+    code, err = _main(capsys, monkeypatch, "train", "--stage", "vae", "--set", "train.stepz=3")
+    assert code == 2 and "unknown config field 'train.stepz'" in err
