@@ -42,6 +42,11 @@ def coerce(path: str, current: object, value: object) -> object:
     if isinstance(current, float):
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "3e-3" (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
         raise ConfigError(f"--set {path}: expected a number, got {value!r}")
     if isinstance(current, tuple):
         if isinstance(value, (list, tuple)) and len(value) == len(current) or isinstance(value, (list, tuple)) and not current:

@@ -5,7 +5,9 @@ Where weights come from:
   `vae.pretrained` / `backbone.pretrained` (a local path or a Hugging Face id in the local cache).
 - T5 loads from `text.pretrained`; the tiny preset's `hashed_words` encoder has no weights.
 - Our own components (latent VQ-VAEs, AR transformer, injector, and for the tiny preset also its
-  VAE and base backbone) load from a checkpoint directory written by `arlon.checkpoints.io`.
+  VAE and base backbone) load from a checkpoint directory written by `arlon.checkpoints.io`;
+  without one, the tiny preset loads the checkpoints shipped in the package (`arlon/weights/`).
+  A manifest trained for another config (say `first:14` when `last:14` is asked) is refused.
 
 Nothing falls back to random weights silently: `random_init=True` must be asked for (tests,
 speed and memory benchmarks), and a missing checkpoint otherwise raises `MissingWeightsError`.
@@ -13,6 +15,7 @@ speed and memory benchmarks), and a missing checkpoint otherwise raises `Missing
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +23,7 @@ import torch
 
 from arlon.checkpoints.io import load_component
 from arlon.config import ArlonConfig
-from arlon.errors import MissingWeightsError
+from arlon.errors import CheckpointMismatchError, MissingWeightsError
 from arlon.injection.adapters import SemanticInjector
 from arlon.models.ar_transformer import ARTransformer
 from arlon.models.latent_vq import LatentVQVAE
@@ -28,6 +31,8 @@ from arlon.models.stdit3 import STDiT3
 from arlon.models.text_encoders import TextEncoder, build_text_encoder
 from arlon.models.video_vae import OpenSoraVAE, VideoVAE, build_video_vae
 from arlon.rectified_flow import RectifiedFlow
+from arlon.training.stages import stage_configs
+from arlon.weights import bundled_checkpoint_dir
 
 # Components trained by this project, saved as <name>.safetensors in a checkpoint directory.
 TRAINED_COMPONENTS = ("vae", "backbone", "ar_vq", "dit_vq", "ar", "injector")
@@ -102,6 +107,8 @@ def build_components(
         ours.remove("vae")
     if cfg.backbone.pretrained is not None:
         ours.remove("backbone")
+    if not random_init and checkpoint_dir is None:
+        checkpoint_dir = bundled_checkpoint_dir(cfg.name)  # the tiny preset's shipped weights
     if not random_init and ours and checkpoint_dir is None:
         raise MissingWeightsError(
             f"preset {cfg.name!r} needs trained checkpoints for {', '.join(ours)}: pass --checkpoint DIR "
@@ -118,7 +125,7 @@ def build_components(
         backbone = STDiT3.from_pretrained(cfg.backbone) if cfg.backbone.pretrained else STDiT3(cfg.backbone)
         for name, module in (("vae", vae), ("backbone", backbone)):
             if name in ours:
-                load_component(checkpoint_dir, name, module)
+                load_checked(checkpoint_dir, name, module, cfg)
     backbone.requires_grad_(False)
     components = ArlonComponents(config=cfg, text_encoder=text_encoder, vae=vae, backbone=backbone, flow=RectifiedFlow(cfg.flow))
 
@@ -130,5 +137,46 @@ def build_components(
         components.injector = SemanticInjector(cfg.injection, cfg.noise, backbone)
         if not random_init:
             for name in ARLON_ONLY_COMPONENTS:
-                load_component(checkpoint_dir, name, getattr(components, name))
+                load_checked(checkpoint_dir, name, getattr(components, name), cfg)
     return components.to(device, dtype).eval()
+
+
+# Sub-configs a checkpoint may differ in: the video size and rate only say what it was trained on
+# (the tiny VAE is trained on 8-frame crops and decodes any length).
+UNCHECKED_CONFIGS = ("video",)
+
+
+def load_checked(checkpoint_dir: str | Path, name: str, module: torch.nn.Module, cfg: ArlonConfig) -> dict:
+    """Load a component and check that its manifest was trained for this config.
+
+    Shapes alone cannot tell an injector trained for `first:14` from one trained for `last:14`, or
+    one trained with Gaussian noise from one without: the manifest's config (written by
+    `arlon-bench train`) must match the requested one wherever it determines the weights.
+    """
+    manifest_path = Path(checkpoint_dir) / f"{name}.json"
+    trained_for = json.loads(manifest_path.read_text()).get("config") if manifest_path.is_file() else None
+    if isinstance(trained_for, dict):  # checked first: it names the setting, where shapes only show the symptom
+        _check_trained_for(checkpoint_dir, name, trained_for, cfg)
+    return load_component(checkpoint_dir, name, module)
+
+
+def _check_trained_for(checkpoint_dir: str | Path, name: str, trained_for: dict, cfg: ArlonConfig) -> None:
+    wanted = stage_configs(name, cfg)
+    differences = [
+        f"{group}.{field}={trained_for[group].get(field)!r} (config: {value!r})"
+        for group in wanted
+        if group not in UNCHECKED_CONFIGS and group in trained_for
+        for field, value in wanted[group].items()
+        if _json_value(trained_for[group].get(field)) != _json_value(value)
+    ]
+    if differences:
+        shown = "; ".join(differences[:4]) + (f" (+{len(differences) - 4} more)" if len(differences) > 4 else "")
+        raise CheckpointMismatchError(
+            f"{Path(checkpoint_dir) / name}.safetensors was trained for {shown}; train the components of this config "
+            "with `arlon-bench train --all --out DIR` and the same --set options, then pass --checkpoint DIR"
+        )
+
+
+def _json_value(value: object) -> object:
+    """Compare as the manifest stores it (tuples become lists in JSON)."""
+    return json.loads(json.dumps(value, default=list))

@@ -13,6 +13,8 @@ Layout under the cache root (env ARLON_CACHE_DIR, else ~/.cache/arlon-bench):
     checkpoints/<preset>-<key>/                                  one directory per config holding every
                                                                  component, for build_components
 
+A stage whose key matches a checkpoint shipped in the package (`arlon/weights/`) is taken from there.
+
 The manifest (written last, so its presence marks a complete checkpoint) records the component's
 config, the training config, the step, the data spec and seed, the metrics, the upstream hashes and
 the weights' own hash. An interrupted stage resumes from its newest state when run again.
@@ -58,6 +60,7 @@ from arlon.training.stages import (
 )
 from arlon.training.vae import train_vae
 from arlon.training.vq import train_latent_vq
+from arlon.weights import bundled_stage
 
 ENCODE_BATCH = 16
 
@@ -159,6 +162,9 @@ class TrainingSession:
         train = self.train_config(stage).validate(stage)
         key = self.stage_key(stage, train, upstream)
         directory = self.root / "stages" / stage / key
+        shipped = bundled_stage(self.cfg.name, stage, key)
+        if shipped is not None and not (directory / f"{stage}.json").is_file():
+            directory = shipped[0]  # the package's own checkpoint of exactly this stage
         if (directory / f"{stage}.json").is_file():
             manifest = read_manifest(directory, stage)
             if self.progress is not None:

@@ -88,7 +88,16 @@ def stage_configs(stage: str, cfg: ArlonConfig) -> dict:
         "backbone": ("backbone", "text", "flow", "video"),
         "injector": ("injection", "noise", "flow", "text", "video"),
     }[check_stage(stage)]
-    return {name: dataclasses.asdict(getattr(cfg, name)) for name in groups}
+    configs = {name: dataclasses.asdict(getattr(cfg, name)) for name in groups}
+    if "flow" in configs:
+        # Sampling steps and the guidance scale only matter at inference: the "steps" ablation
+        # axis must reuse the injector trained for the other settings.
+        configs["flow"] = {name: configs["flow"][name] for name in TRAINING_FLOW_FIELDS}
+    return configs
+
+
+# The FlowConfig fields that change training (the timestep distribution); the rest are sampling settings.
+TRAINING_FLOW_FIELDS = ("num_timesteps", "use_timestep_transform", "transform_scale")
 
 
 def default_train_config(stage: str, cfg: ArlonConfig) -> TrainConfig:

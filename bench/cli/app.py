@@ -17,6 +17,7 @@ from rich.console import Console
 from arlon.errors import ArlonError
 from bench.cli import perf as perf_command
 from bench.cli import sample as sample_command
+from bench.cli import toy_eval as toy_eval_command
 from bench.cli import train as train_command
 
 app = typer.Typer(
@@ -29,6 +30,7 @@ app = typer.Typer(
 app.command(name="sample", epilog=sample_command.EXAMPLES)(sample_command.sample)
 app.command(name="perf", epilog=perf_command.EXAMPLES)(perf_command.perf)
 app.command(name="train", epilog=train_command.EXAMPLES)(train_command.train)
+app.command(name="toy-eval", epilog=toy_eval_command.EXAMPLES)(toy_eval_command.toy_eval)
 
 
 def _show_version(value: bool) -> None:

@@ -66,8 +66,9 @@ def train(
 ) -> None:
     """Train ARLON's components (and the stages they need), reusing cached checkpoints.
 
-    `--set train.<field>=V` changes the recipe of every stage this command trains (dependencies
-    included), `--set data.<field>=V` the clips; other `--set` keys change the model config.
+    `--set train.<field>=V` changes the recipe of the stages named by --stage (every stage with
+    --all; the stages they depend on keep their default recipes), `--set data.<field>=V` the clips;
+    other `--set` keys change the model config.
     """
     if all_stages == bool(stage):
         raise BenchError("give --stage NAME (repeatable) or --all")
@@ -77,10 +78,7 @@ def train(
     cfg = apply_overrides(get_preset(preset), model_overrides)
     data_cfg = apply_overrides(TrainingOptions(TrainConfig(), DataConfig(source=data)), [o for o in recipe_overrides if o.startswith("data.")]).data
     train_overrides = [o for o in recipe_overrides if o.startswith("train.")]
-    recipes = {
-        name: apply_overrides(TrainingOptions(default_train_config(name, cfg), data_cfg), train_overrides).train
-        for name in stages_for(cfg)
-    }
+    recipes = stage_recipes(cfg, stages_for(cfg) if all_stages else list(stage), train_overrides)
     console = Console()
     with rich_train_progress(console) as progress:
         session = TrainingSession(cfg, data=data_cfg, train=recipes, device=device, progress=progress)
@@ -93,6 +91,18 @@ def train(
         console.print(summary_line(done), highlight=False, soft_wrap=True, markup=False)
     if all_stages:
         console.print(f"checkpoints: {checkpoint_dir}  (arlon-bench sample --checkpoint {checkpoint_dir} ...)", soft_wrap=True)
+
+
+def stage_recipes(cfg, stages: list[str], train_overrides: list[str]) -> dict[str, TrainConfig]:
+    """The recipe of each stage in `stages` with the `train.*` overrides applied.
+
+    Only the stages asked for are changed: the stages they depend on keep their default recipes
+    (and so their cache keys), so `--stage backbone --set train.steps=1000` reuses the cached VAE.
+    """
+    return {
+        name: apply_overrides(TrainingOptions(default_train_config(name, cfg), DataConfig()), train_overrides).train
+        for name in stages
+    }
 
 
 def split_overrides(overrides: list[str], steps: int | None) -> tuple[list[str], list[str]]:

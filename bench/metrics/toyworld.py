@@ -745,6 +745,45 @@ def temporal_flicker(video: np.ndarray, scene: SceneSpec) -> float | None:
 
 
 # ---------------------------------------------------------------------------------------------
+# Per-object verdicts
+# ---------------------------------------------------------------------------------------------
+
+COLOUR_FOUND_SHARE = 0.5  # an object "has its colour" when found in at least this share of its counted frames
+
+
+@dataclass(frozen=True)
+class ObjectVerdict:
+    """Does one scene object appear as the prompt says? The yes/no form of the colour, shape and
+    motion metrics, for "fraction of prompts whose video matches" figures."""
+
+    colour: bool  # found in its colour in at least COLOUR_FOUND_SHARE of its counted frames
+    shape: bool  # its voted shape is the prompt's
+    motion: bool  # its detected motion label is the prompt's
+
+    @property
+    def matches(self) -> bool:
+        return self.colour and self.shape and self.motion
+
+
+def object_verdicts(video: np.ndarray, scene: SceneSpec) -> tuple[ObjectVerdict, ...]:
+    """One `ObjectVerdict` per scene object (in scene order: the primary object first)."""
+    analysis = analyse_video(video, scene)
+    width = video.shape[2]
+    verdicts = []
+    for detections, obj in zip(analysis.objects, scene.objects, strict=True):
+        counted = detections.counted
+        found_share = (detections.found & counted).sum() / counted.sum() if counted.any() else 1.0
+        verdicts.append(
+            ObjectVerdict(
+                colour=bool(found_share >= COLOUR_FOUND_SHARE),
+                shape=voted_shape(detections) == obj.shape,
+                motion=detected_motion(detections, width) == expected_motion(obj),
+            )
+        )
+    return tuple(verdicts)
+
+
+# ---------------------------------------------------------------------------------------------
 # Scoring
 # ---------------------------------------------------------------------------------------------
 

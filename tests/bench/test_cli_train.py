@@ -46,3 +46,15 @@ def test_user_errors_are_one_line_exit_2(capsys, monkeypatch):
     assert code == 2 and "give --stage NAME" in err
     code, err = _main(capsys, monkeypatch, "train", "--stage", "vae", "--set", "train.stepz=3")
     assert code == 2 and "unknown config field 'train.stepz'" in err
+
+
+def test_recipe_overrides_change_only_the_stages_asked_for():
+    from arlon.presets import tiny
+    from arlon.training import default_train_config
+    from bench.cli.train import stage_recipes
+
+    cfg = tiny()
+    recipes = stage_recipes(cfg, ["backbone"], ["train.steps=7", "train.lr=3e-3"])
+    assert set(recipes) == {"backbone"}  # the VAE it depends on keeps its default recipe and cache key
+    assert recipes["backbone"].steps == 7 and recipes["backbone"].lr == 0.003
+    assert recipes["backbone"].batch_size == default_train_config("backbone", cfg).batch_size

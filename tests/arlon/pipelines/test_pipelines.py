@@ -8,8 +8,9 @@ from arlon.data.video_io import uint8_to_video_tensor
 from arlon.pipelines.arlon import ArlonPipeline, BaselinePipeline
 from arlon.pipelines.components import build_components
 from arlon.pipelines.long_video import LongVideoPipeline, plan_segments
-from arlon.presets import tiny
+from arlon import weights
 from arlon.errors import ConfigError, MissingWeightsError
+from arlon.presets import paper, tiny
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +77,11 @@ def test_plan_segments_tiles_the_timeline():
         plan_segments(20, 8, 3, 2)
 
 
-def test_missing_checkpoints_is_a_clear_error():
+def test_missing_checkpoints_is_a_clear_error(monkeypatch, tmp_path):
+    with pytest.raises(MissingWeightsError, match="--checkpoint"):
+        build_components(paper())
+    # The tiny preset falls back to the package's shipped checkpoints, and says so when there are none.
+    monkeypatch.setitem(weights.BUNDLED_DIRS, "tiny", tmp_path / "no-weights")
     with pytest.raises(MissingWeightsError, match="--checkpoint"):
         build_components(tiny())
 

@@ -101,3 +101,54 @@ def test_stages_the_config_does_not_train_are_errors(cache_dir):
         session.ensure("ar_vq")
     with pytest.raises(ConfigError, match="no training recipe for stage 'backbone'"):
         session.ensure("backbone")
+
+
+def test_sampling_settings_do_not_change_what_the_injector_trains(mini_cfg):
+    from arlon.training.stages import stage_configs
+
+    fewer_steps = dataclasses.replace(mini_cfg, flow=dataclasses.replace(mini_cfg.flow, num_sampling_steps=3, cfg_scale=1.5))
+    assert stage_configs("injector", fewer_steps) == stage_configs("injector", mini_cfg)
+    shifted = dataclasses.replace(mini_cfg, flow=dataclasses.replace(mini_cfg.flow, use_timestep_transform=True))
+    assert stage_configs("injector", shifted) != stage_configs("injector", mini_cfg)
+
+
+def test_a_checkpoint_trained_for_another_config_is_refused(mini_cfg, mini_data, mini_recipes, cache_dir):
+    from arlon.errors import CheckpointMismatchError
+
+    directory = TrainingSession(mini_cfg, data=mini_data, train=mini_recipes(mini_cfg, steps=1), device="cpu").checkpoint_dir()
+    # Same shapes, other placement: only the manifest can tell them apart.
+    other_layers = dataclasses.replace(mini_cfg, injection=dataclasses.replace(mini_cfg.injection, layers="last:1"))
+    with pytest.raises(CheckpointMismatchError, match=r"injection.layers='first:1' \(config: 'last:1'\)"):
+        build_components(other_layers, checkpoint_dir=directory)
+    other_noise = dataclasses.replace(mini_cfg, noise=dataclasses.replace(mini_cfg.noise, strategy="gaussian"))
+    with pytest.raises(CheckpointMismatchError, match="noise.strategy"):
+        build_components(other_noise, checkpoint_dir=directory)
+    # Sampling settings and the video length are not part of what the weights were trained for.
+    longer = dataclasses.replace(
+        mini_cfg,
+        flow=dataclasses.replace(mini_cfg.flow, num_sampling_steps=2),
+        video=dataclasses.replace(mini_cfg.video, num_frames=8),
+    )
+    build_components(longer, checkpoint_dir=directory)
+
+
+def test_shipped_checkpoints_with_the_same_key_are_not_retrained(mini_cfg, mini_data, mini_recipes, cache_dir, tmp_path, monkeypatch):
+    from arlon import weights
+
+    recipes = mini_recipes(mini_cfg, steps=1)
+    shipped = tmp_path / "shipped"
+    TrainingSession(mini_cfg, data=mini_data, train=recipes, device="cpu", cache_dir=tmp_path / "factory").checkpoint_dir(shipped)
+    monkeypatch.setitem(weights.BUNDLED_DIRS, mini_cfg.name, shipped)
+
+    session = TrainingSession(mini_cfg, data=mini_data, train=recipes, device="cpu")  # empty cache
+    vae = session.ensure("vae")
+    assert vae.cached and vae.steps_run == 0 and vae.directory == shipped
+    # A different injector config trains only the injector, on the shipped upstream stages.
+    cell = dataclasses.replace(mini_cfg, injection=dataclasses.replace(mini_cfg.injection, layers="last:1"))
+    cell_session = TrainingSession(cell, data=mini_data, train=recipes, device="cpu")
+    injector = cell_session.ensure("injector")
+    assert not injector.cached and injector.directory.is_relative_to(cache_dir)
+    assert all(cell_session.trained[name].directory == shipped for name in ("backbone", "dit_vq", "vae"))
+    # Without a checkpoint directory, build_components loads the shipped ones.
+    components = build_components(mini_cfg)
+    assert state_dict_sha256(components.ar) == json.loads((shipped / "ar.json").read_text())["sha256"]

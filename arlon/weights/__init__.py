@@ -1,0 +1,39 @@
+"""Checkpoints shipped inside the package: the tiny preset's trained stages.
+
+`arlon-bench train --preset tiny --all` trained them on two CPU cores; each `<stage>.json` manifest
+records the recipe, the data seed, the held-out metrics and the stage's cache key. With them a fresh
+install samples and runs ablations without training the shared stages: `build_components` loads
+them when no checkpoint directory is given, and `TrainingSession` takes a shipped stage as cached
+when its key matches (same config, recipe, data and upstream weights), so only what differs (an
+ablation cell's injector) is trained.
+
+To re-create them: `arlon-bench train --preset tiny --all --out DIR` with an empty cache
+(ARLON_CACHE_DIR pointing at a new directory), then compare DIR's manifests with these.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+BUNDLED_DIRS = {"tiny": Path(__file__).parent / "tiny"}
+
+
+def bundled_checkpoint_dir(preset: str) -> Path | None:
+    """The directory of the preset's shipped checkpoints, or None when the package has none."""
+    directory = BUNDLED_DIRS.get(preset)
+    if directory is None or not any(directory.glob("*.safetensors")):
+        return None
+    return directory
+
+
+def bundled_stage(preset: str, stage: str, key: str) -> tuple[Path, dict] | None:
+    """(directory, manifest) of a shipped checkpoint of `stage` whose cache key is `key`, if any."""
+    directory = bundled_checkpoint_dir(preset)
+    if directory is None:
+        return None
+    manifest_path = directory / f"{stage}.json"
+    if not manifest_path.is_file() or not (directory / f"{stage}.safetensors").is_file():
+        return None
+    manifest = json.loads(manifest_path.read_text())
+    return (directory, manifest) if manifest.get("key") == key else None

@@ -1,0 +1,321 @@
+"""How good is a trained tiny ARLON stack? Every stage judged against the toy world's ground truth.
+
+The tiny preset stands in for the paper's models, so each stage must do its job well enough for the
+ablations to mean something. Four checks on prompts of the held-out split (colour-shape-motion
+triples never seen in training), each with its target:
+
+1. video VAE: reconstruction PSNR of the rendered clips (target >= 28 dB);
+2. latent VQ-VAE at the AR ratio: the clip through VAE encode -> VQ encode/decode -> VAE decode
+   keeps every object's colour and motion (`object_verdicts`) in >= 95% of the videos;
+3. AR model: codes sampled from the prompt, decoded to video (VQ decoder, VAE decoder), show the
+   prompt's primary object (the first one named; its colour-shape-motion triple is the one held out
+   from training) in its colour, shape and motion in >= 80% of the prompts. The same for every
+   object of the prompt is reported beside it;
+4. ARLON (the config's injection, e.g. adaptive_norm first:14) against the baseline (the same frozen
+   backbone without injection) on the same prompts, the same AR codes and the same initial noise:
+   `toy_layout_iou` with the video decoded from the AR codes, mean and 95% bootstrap interval for
+   each and for the paired difference (target: the difference's interval lies above 0); and the
+   motion accuracy of both ("dynamic motion present where the prompt asks for it").
+
+Per-prompt seeds: batch b is generated with seed `seed + b * batch_size`, so results depend on the
+batch size as well as the seed; both are recorded in the report.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from arlon.checkpoints.io import atomic_write_json
+from arlon.data.toyworld import ToyPrompt, prompt_set, render
+from arlon.data.video_io import uint8_to_video_tensor, video_tensor_to_uint8
+from arlon.pipelines.arlon import (
+    ArlonPipeline,
+    BaselinePipeline,
+    code_grid,
+    decode_latents,
+    encode_prompts,
+    generate_codes,
+    latent_shape,
+    make_generators,
+)
+from arlon.pipelines.components import ArlonComponents
+from bench.errors import BenchError
+from bench.metrics.toyworld import layout_iou, motion_accuracy, object_verdicts
+from bench.stats import Estimate, bootstrap_mean, paired_bootstrap_difference
+
+CHECKS = ("vae", "vq", "ar", "arlon")
+
+TARGETS = {
+    "vae_psnr_db": 28.0,  # mean held-out PSNR
+    "vq_colour_and_motion_kept": 0.95,  # share of videos
+    "ar_prompt_match": 0.80,  # share of prompts
+    "arlon_minus_baseline_layout_iou_low": 0.0,  # lower end of the 95% interval must exceed this
+}
+
+# (task, done, total): one call per finished batch.
+EvalProgress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class ToyEvalConfig:
+    """Which prompts, and how videos are generated for them."""
+
+    num_prompts: int = 64
+    split: str = "heldout"
+    world_seed: int = 0  # the toy world's seed: which prompts exist
+    seed: int = 0  # generation seed of the first batch
+    batch_size: int = 16
+    checks: tuple[str, ...] = CHECKS
+
+    def validate(self) -> "ToyEvalConfig":
+        if self.num_prompts < 2:
+            raise BenchError(f"--prompts must be at least 2 (an interval needs several videos), got {self.num_prompts}")
+        if self.batch_size < 1:
+            raise BenchError(f"--batch-size must be at least 1, got {self.batch_size}")
+        unknown = [c for c in self.checks if c not in CHECKS]
+        if unknown:
+            raise BenchError(f"unknown check(s) {', '.join(unknown)} (choices: {', '.join(CHECKS)})")
+        return self
+
+
+@dataclass
+class ToyEvalReport:
+    """Every figure of the checks, the targets they are held to, and how they were produced."""
+
+    config: dict
+    figures: dict[str, float] = field(default_factory=dict)
+    intervals: dict[str, Estimate] = field(default_factory=dict)
+    targets: dict[str, dict] = field(default_factory=dict)
+    wall_s: dict[str, float] = field(default_factory=dict)
+
+    def set_target(self, name: str, value: float, passed: bool) -> None:
+        self.targets[name] = {"value": value, "target": TARGETS[name], "passed": bool(passed)}
+
+    def to_dict(self) -> dict:
+        return {
+            "config": self.config,
+            "figures": self.figures,
+            "intervals": {name: e.to_dict() for name, e in self.intervals.items()},
+            "targets": self.targets,
+            "wall_s": self.wall_s,
+        }
+
+    def save(self, path: str | Path) -> Path:
+        return atomic_write_json(path, self.to_dict())
+
+
+# ---------------------------------------------------------------------------------------------
+# Videos
+# ---------------------------------------------------------------------------------------------
+
+
+def evaluation_prompts(cfg: ToyEvalConfig) -> list[ToyPrompt]:
+    return prompt_set(cfg.split, cfg.num_prompts, seed=cfg.world_seed)
+
+
+def render_prompts(prompts: list[ToyPrompt], num_frames: int, height: int, width: int) -> np.ndarray:
+    """The scenes' own clips, uint8 (N, T, H, W, 3)."""
+    return np.stack([render(p.scene, num_frames, height, width, caption_text=p.caption).frames for p in prompts])
+
+
+def _batches(n: int, size: int) -> list[slice]:
+    return [slice(start, min(start + size, n)) for start in range(0, n, size)]
+
+
+@torch.no_grad()
+def vae_round_trip(components: ArlonComponents, frames: np.ndarray, vq: str | None = None) -> np.ndarray:
+    """uint8 (B, T, H, W, 3) -> video VAE encode [-> latent VQ-VAE `vq` encode/decode] -> decode -> uint8."""
+    video = torch.stack([uint8_to_video_tensor(clip) for clip in frames]).to(components.device)  # (B, 3, T, H, W)
+    latent = components.vae.encode(video)  # (B, C, T', H', W')
+    if vq is not None:
+        quantiser = getattr(components, vq)
+        latent = quantiser.decode(quantiser.encode(latent.to(components.dtype))).float()
+    return video_tensor_to_uint8(components.vae.decode(latent, num_frames=frames.shape[1]))
+
+
+def psnr_db(reference: np.ndarray, video: np.ndarray) -> np.ndarray:
+    """Per-video PSNR (dB) of uint8 videos (N, T, H, W, 3) on the [0, 1] scale."""
+    error = (reference.astype(np.float64) / 255.0 - video.astype(np.float64) / 255.0) ** 2
+    mse = error.reshape(error.shape[0], -1).mean(axis=1)
+    return 10.0 * np.log10(1.0 / np.maximum(mse, 1e-12))
+
+
+def verdict_table(videos: np.ndarray, prompts: list[ToyPrompt]) -> dict[str, np.ndarray]:
+    """Per prompt (bool arrays of length N): every object / the primary object keeps its colour, shape, motion."""
+    rows = [object_verdicts(video, prompt.scene) for video, prompt in zip(videos, prompts, strict=True)]
+    table = {}
+    for attribute in ("colour", "shape", "motion"):
+        table[attribute] = np.array([all(getattr(v, attribute) for v in row) for row in rows])
+        table[f"primary_{attribute}"] = np.array([getattr(row[0], attribute) for row in rows])
+    table["all"] = np.array([all(v.matches for v in row) for row in rows])
+    table["primary_all"] = np.array([row[0].matches for row in rows])
+    table["colour_and_motion"] = table["colour"] & table["motion"]
+    return table
+
+
+# ---------------------------------------------------------------------------------------------
+# The four checks
+# ---------------------------------------------------------------------------------------------
+
+
+def _in_batches(
+    task: str, fn: Callable[[np.ndarray], np.ndarray], clips: np.ndarray, batch_size: int, progress: EvalProgress | None
+) -> np.ndarray:
+    out = []
+    for part in _batches(len(clips), batch_size):
+        out.append(fn(clips[part]))
+        if progress is not None:
+            progress(task, part.stop, len(clips))
+    return np.concatenate(out)
+
+
+def check_vae(
+    components: ArlonComponents,
+    clips: np.ndarray,
+    prompts: list[ToyPrompt],
+    cfg: ToyEvalConfig,
+    report: ToyEvalReport,
+    progress: EvalProgress | None = None,
+) -> None:
+    recon = _in_batches("vae", lambda batch: vae_round_trip(components, batch), clips, cfg.batch_size, progress)
+    psnr = psnr_db(clips, recon)
+    table = verdict_table(recon, prompts)  # what the VAE alone lets through: a ceiling for the later stages
+    for name in ("colour", "shape", "motion", "primary_all", "all"):
+        report.figures[f"vae_{name}"] = float(table[name].mean())
+    report.intervals["vae_psnr_db"] = bootstrap_mean(psnr, name="vae_psnr_db")
+    report.figures["vae_psnr_db"] = float(psnr.mean())
+    report.set_target("vae_psnr_db", float(psnr.mean()), psnr.mean() >= TARGETS["vae_psnr_db"])
+
+
+def check_vq(
+    components: ArlonComponents,
+    clips: np.ndarray,
+    prompts: list[ToyPrompt],
+    cfg: ToyEvalConfig,
+    report: ToyEvalReport,
+    progress: EvalProgress | None = None,
+) -> None:
+    through_vq = _in_batches("vq", lambda batch: vae_round_trip(components, batch, vq="ar_vq"), clips, cfg.batch_size, progress)
+    vq_table = verdict_table(through_vq, prompts)
+    clean_table = verdict_table(clips, prompts)  # the judges' own ceiling on these prompts
+    for name in ("colour", "motion", "colour_and_motion"):
+        report.figures[f"vq_{name}_kept"] = float(vq_table[name].mean())
+        report.figures[f"clean_{name}"] = float(clean_table[name].mean())
+    report.figures["vq_psnr_db"] = float(psnr_db(clips, through_vq).mean())
+    kept = float(vq_table["colour_and_motion"].mean())
+    report.set_target("vq_colour_and_motion_kept", kept, kept >= TARGETS["vq_colour_and_motion_kept"])
+
+
+@torch.no_grad()
+def sample_ar_videos(
+    components: ArlonComponents, prompts: list[ToyPrompt], cfg: ToyEvalConfig, progress: EvalProgress | None = None
+) -> tuple[torch.Tensor, np.ndarray]:
+    """AR codes (N, t, h, w) sampled from the prompts, and the videos they decode to (uint8 (N, T, H, W, 3))."""
+    video = components.config.video
+    size = latent_shape(components, video.num_frames, video.height, video.width)
+    grid = code_grid(components, size[1:])
+    codes, videos = [], []
+    for part in _batches(len(prompts), cfg.batch_size):
+        _, sample_gen = make_generators(cfg.seed + part.start, components.device)
+        prompt = encode_prompts(components, [p.caption for p in prompts[part]])
+        batch_codes = generate_codes(components, prompt, grid, sample_gen)  # (B, t, h, w)
+        latents = components.ar_vq.decode(batch_codes)  # (B, C, T', H', W')
+        codes.append(batch_codes.cpu())
+        videos.append(decode_latents(components, latents, video.num_frames))
+        if progress is not None:
+            progress("ar", part.stop, len(prompts))
+    return torch.cat(codes), np.concatenate(videos)
+
+
+def check_ar(ar_videos: np.ndarray, prompts: list[ToyPrompt], report: ToyEvalReport) -> None:
+    table = verdict_table(ar_videos, prompts)
+    for name in ("colour", "shape", "motion", "all", "primary_colour", "primary_shape", "primary_motion", "primary_all"):
+        report.figures[f"ar_{name}"] = float(table[name].mean())
+    match = float(table["primary_all"].mean())
+    report.intervals["ar_prompt_match"] = bootstrap_mean(table["primary_all"].astype(float), name="ar_prompt_match")
+    report.set_target("ar_prompt_match", match, match >= TARGETS["ar_prompt_match"])
+
+
+@torch.no_grad()
+def check_arlon(
+    components: ArlonComponents,
+    prompts: list[ToyPrompt],
+    codes: torch.Tensor,
+    ar_videos: np.ndarray,
+    cfg: ToyEvalConfig,
+    report: ToyEvalReport,
+    progress: EvalProgress | None = None,
+) -> dict[str, np.ndarray]:
+    """ARLON and the baseline from the same codes and noise; layout agreement with the AR video."""
+    arlon, baseline = ArlonPipeline(components), BaselinePipeline(components)
+    arlon_videos, baseline_videos = [], []
+    for part in _batches(len(prompts), cfg.batch_size):
+        captions = [p.caption for p in prompts[part]]
+        batch_codes = codes[part].to(components.device)
+        arlon_videos.append(arlon(captions, seed=cfg.seed + part.start, codes=batch_codes).frames)
+        baseline_videos.append(baseline(captions, seed=cfg.seed + part.start).frames)
+        if progress is not None:
+            progress("arlon", part.stop, len(prompts))
+    videos = {"arlon": np.concatenate(arlon_videos), "baseline": np.concatenate(baseline_videos)}
+    layout = {
+        name: np.array([layout_iou(v, p.scene, reference_video=r) for v, p, r in zip(vids, prompts, ar_videos, strict=True)])
+        for name, vids in videos.items()
+    }
+    motion = {
+        name: np.array([motion_accuracy(v, p.scene) for v, p in zip(vids, prompts, strict=True)]) for name, vids in videos.items()
+    }
+    for name in videos:
+        report.intervals[f"{name}_layout_iou"] = bootstrap_mean(layout[name], name=f"{name}_layout_iou")
+        report.intervals[f"{name}_motion_accuracy"] = bootstrap_mean(motion[name], name=f"{name}_motion_accuracy")
+        report.figures[f"{name}_layout_iou"] = float(layout[name].mean())
+        report.figures[f"{name}_motion_accuracy"] = float(motion[name].mean())
+        report.figures[f"{name}_prompt_match"] = float(verdict_table(videos[name], prompts)["all"].mean())
+    difference = paired_bootstrap_difference(layout["arlon"], layout["baseline"], name="layout_iou")
+    report.intervals["arlon_minus_baseline_layout_iou"] = difference
+    report.set_target("arlon_minus_baseline_layout_iou_low", difference.low, difference.low > 0.0)
+    return videos
+
+
+# ---------------------------------------------------------------------------------------------
+# Everything
+# ---------------------------------------------------------------------------------------------
+
+
+def evaluate_tiny_stack(
+    components: ArlonComponents, cfg: ToyEvalConfig = ToyEvalConfig(), progress: EvalProgress | None = None
+) -> ToyEvalReport:
+    """Run the checks of `cfg.checks` on `cfg.num_prompts` prompts; see the module docstring."""
+    cfg.validate()
+    if components.config.vae.kind != "tiny":
+        raise BenchError("the toy-world checks judge the tiny preset's toy videos; use --preset tiny")
+    needs_arlon = {"vq", "ar", "arlon"} & set(cfg.checks)
+    if needs_arlon and not components.has_arlon:
+        raise BenchError("the vq, ar and arlon checks need ARLON's components; build them without baseline_only")
+    video = components.config.video
+    prompts = evaluation_prompts(cfg)
+    report = ToyEvalReport(config={**asdict(cfg), "model": components.config.to_dict(), "device": str(components.device)})
+    clips = render_prompts(prompts, video.num_frames, video.height, video.width)
+
+    def timed(name: str, fn: Callable[[], object]) -> object:
+        started = time.perf_counter()
+        out = fn()
+        report.wall_s[name] = round(time.perf_counter() - started, 2)
+        return out
+
+    if "vae" in cfg.checks:
+        timed("vae", lambda: check_vae(components, clips, prompts, cfg, report, progress))
+    if "vq" in cfg.checks:
+        timed("vq", lambda: check_vq(components, clips, prompts, cfg, report, progress))
+    if {"ar", "arlon"} & set(cfg.checks):
+        codes, ar_videos = timed("ar_sampling", lambda: sample_ar_videos(components, prompts, cfg, progress))
+        if "ar" in cfg.checks:
+            check_ar(ar_videos, prompts, report)
+        if "arlon" in cfg.checks:
+            timed("arlon", lambda: check_arlon(components, prompts, codes, ar_videos, cfg, report, progress))
+    return report

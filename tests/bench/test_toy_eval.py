@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from arlon.pipelines.components import build_components
+from arlon.presets import tiny
+from bench.errors import BenchError
+from bench.toy_eval import ToyEvalConfig, evaluate_tiny_stack, evaluation_prompts, psnr_db, render_prompts, verdict_table
+
+
+@pytest.fixture(scope="module")
+def untrained():
+    return build_components(tiny(), random_init=True)
+
+
+def test_clean_clips_match_their_prompts_and_noise_does_not():
+    prompts = evaluation_prompts(ToyEvalConfig(num_prompts=6))
+    clips = render_prompts(prompts, 16, 32, 32)
+    clean = verdict_table(clips, prompts)
+    assert clean["all"].all() and clean["colour_and_motion"].all()
+    noise = np.random.default_rng(0).integers(0, 256, clips.shape, dtype=np.uint8)
+    assert not verdict_table(noise, prompts)["all"].any()
+    assert np.isinf(psnr_db(clips, clips)).sum() == 0 and psnr_db(clips, clips).min() >= 119
+    assert psnr_db(clips, noise).max() < 12
+
+
+def test_every_check_runs_and_an_untrained_arlon_gains_nothing(untrained, tmp_path):
+    cfg = ToyEvalConfig(num_prompts=4, batch_size=2)
+    seen = []
+    report = evaluate_tiny_stack(untrained, cfg, progress=lambda task, done, total: seen.append((task, done, total)))
+    assert {task for task, _, _ in seen} == {"vae", "vq", "ar", "arlon"} and ("arlon", 4, 4) in seen
+    assert set(report.targets) == {"vae_psnr_db", "vq_colour_and_motion_kept", "ar_prompt_match", "arlon_minus_baseline_layout_iou_low"}
+    assert report.figures["clean_colour_and_motion"] == 1.0
+    for name in ("vq_colour_and_motion_kept", "ar_all", "arlon_layout_iou", "baseline_motion_accuracy"):
+        assert 0.0 <= report.figures[name] <= 1.0
+    # A fresh injector leaves the backbone untouched: identical videos, a zero difference, the target missed.
+    difference = report.intervals["arlon_minus_baseline_layout_iou"]
+    assert difference.mean == difference.low == difference.high == 0.0
+    assert not report.targets["arlon_minus_baseline_layout_iou_low"]["passed"]
+    assert not report.targets["vae_psnr_db"]["passed"]  # random weights reconstruct nothing
+    saved = json.loads(report.save(tmp_path / "eval.json").read_text())
+    assert saved["config"]["num_prompts"] == 4 and saved["intervals"]["vae_psnr_db"]["n"] == 4
+
+
+def test_bad_settings_are_clear_errors(untrained):
+    with pytest.raises(BenchError, match="--prompts"):
+        evaluate_tiny_stack(untrained, ToyEvalConfig(num_prompts=1))
+    with pytest.raises(BenchError, match="unknown check"):
+        evaluate_tiny_stack(untrained, ToyEvalConfig(checks=("vae", "fid")))
