@@ -43,7 +43,7 @@ class DataConfig:
 
     source: str = "toyworld"  # "toyworld", or the path of a CSV of video paths and captions
     seed: int = 0  # the toy world's seed: which scenes exist
-    num_train_clips: int = 1024  # size of the fixed training pool (a CSV uses at most this many rows)
+    num_train_clips: int = 2048  # size of the fixed training pool (a CSV uses at most this many rows)
     num_heldout_clips: int = 64  # held-out clips for the stage metrics (VAE PSNR, ...)
 
 
