@@ -45,7 +45,21 @@ def test_user_errors_are_one_line_exit_2(tmp_path):
     assert "Traceback" not in bad_key.stderr
     assert "did you mean 'adaptive_norm'" in bad_key.stderr
 
-    no_weights = _run_cli("sample", "--prompt", "x", "--out", str(tmp_path / "b.mp4"))
+    no_weights = _run_cli("sample", "--preset", "paper", "--prompt", "x", "--out", str(tmp_path / "b.mp4"))
     assert no_weights.returncode == 2
     assert "--checkpoint" in no_weights.stderr and "Traceback" not in no_weights.stderr
     assert not (tmp_path / "b.mp4").exists()
+
+    # The shipped tiny injector was trained for first:14; asking for last:14 must not load it silently.
+    other_cell = _run_cli("sample", "--prompt", "x", "--out", str(tmp_path / "c.mp4"), "--set", "injection.layers=last:14")
+    assert other_cell.returncode == 2 and "Traceback" not in other_cell.stderr
+    assert "injection.layers='first:14' (config: 'last:14')" in other_cell.stderr
+    assert len(other_cell.stderr.strip().splitlines()) == 1 and not (tmp_path / "c.mp4").exists()
+
+
+def test_the_readme_main_command_samples_with_the_shipped_weights(tmp_path):
+    out = tmp_path / "video.mp4"
+    result = _run_cli("sample", "--preset", "tiny", "--prompt", "a red circle moves from left to right", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    frames, fps = read_video(out)
+    assert frames.shape == (16, 32, 32, 3) and fps == 8
