@@ -152,9 +152,15 @@ def measure_components(
     if run_device.type == "meta":
         ar_call = ("forward over the whole token sequence", lambda: ar(text, text_mask, tokens))
     else:
+        # With AR guidance the empty prompt's embedding runs beside the prompt, as in the pipeline.
+        guided = cfg.ar_sampling.cfg_scale != 1.0
+        null_text = randn(1, L, cfg.text.dim) if guided else None
+        null_mask = text_mask if guided else None
         ar_call = (
-            f"generate {tokens.shape[1]} tokens with the KV cache",
-            lambda: ar.generate(text, text_mask, grid=grid, sampling=cfg.ar_sampling),
+            f"generate {tokens.shape[1]} tokens with the KV cache" + (" (CFG batch 2)" if guided else ""),
+            lambda: ar.generate(
+                text, text_mask, grid=grid, sampling=cfg.ar_sampling, null_text_emb=null_text, null_text_mask=null_mask
+            ),
         )
     calls = [
         ("ar", *ar_call, ar),
