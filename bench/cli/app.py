@@ -15,10 +15,15 @@ import typer
 from rich.console import Console
 
 from arlon.errors import ArlonError
+from bench.cli import ablate as ablate_command
+from bench.cli import grids as grids_command
 from bench.cli import perf as perf_command
+from bench.cli import report as report_command
 from bench.cli import sample as sample_command
+from bench.cli import status as status_command
 from bench.cli import toy_eval as toy_eval_command
 from bench.cli import train as train_command
+from bench.cli import validate as validate_command
 
 app = typer.Typer(
     name="arlon-bench",
@@ -31,6 +36,13 @@ app.command(name="sample", epilog=sample_command.EXAMPLES)(sample_command.sample
 app.command(name="perf", epilog=perf_command.EXAMPLES)(perf_command.perf)
 app.command(name="train", epilog=train_command.EXAMPLES)(train_command.train)
 app.command(name="toy-eval", epilog=toy_eval_command.EXAMPLES)(toy_eval_command.toy_eval)
+app.command(name="ablate", epilog=ablate_command.ABLATE_EXAMPLES)(ablate_command.ablate)
+app.command(name="generate", epilog=ablate_command.GENERATE_EXAMPLES)(ablate_command.generate)
+app.command(name="score", epilog=ablate_command.SCORE_EXAMPLES)(ablate_command.score)
+app.command(name="report", epilog=report_command.EXAMPLES)(report_command.report)
+app.command(name="status", epilog=status_command.EXAMPLES)(status_command.status)
+app.command(name="grids", epilog=grids_command.EXAMPLES)(grids_command.grids)
+app.command(name="validate", epilog=validate_command.EXAMPLES)(validate_command.validate)
 
 
 def _show_version(value: bool) -> None:
@@ -52,7 +64,8 @@ err_console = Console(stderr=True)
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        # standalone_mode=False hands back a command's typer.Exit code instead of exiting with it.
+        raise SystemExit(app(standalone_mode=False) or 0)
     except ArlonError as err:
         if os.environ.get("ARLON_DEBUG") == "1":
             raise

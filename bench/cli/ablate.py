@@ -1,0 +1,166 @@
+"""`arlon-bench ablate`, `generate` and `score`: run an ablation grid (or part of it) into a run folder.
+
+Each command is one call of `bench.runner.run_grid`; they differ only in the phases they run.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from bench.cli.options import DeviceOpt, SetOpt
+from bench.cli.run_options import (
+    AddressOpt,
+    ExecutorOpt,
+    ForceOpt,
+    GridOpt,
+    LimitOpt,
+    OutOpt,
+    RunArg,
+    WorkersOpt,
+)
+from bench.cli.sample import parse_device
+from bench.cli.tables import counts_line, failures_rich_table, results_rich_table
+from bench.executors import make_executor
+from bench.grids import Grid, load_grid
+from bench.runner import PHASES, RunSummary, open_run, run_grid
+from bench.store import DEFAULT_RUNS_DIR, RunStore
+
+ABLATE_EXAMPLES = """Examples:
+
+  arlon-bench ablate --grid layers
+
+  arlon-bench ablate --grid table3 --limit 2                      # smoke run on two prompts
+
+  arlon-bench ablate --grid fusion --set prompts.n=32 --set train.injector.steps=200 --out runs/fusion-long
+
+  arlon-bench ablate --grid my_grid.yaml --executor ray --address auto
+
+Re-running the same command resumes: finished videos and scores are kept, half-written ones redone.
+Exit code 0: every unit finished; 1: some units failed (listed); 2: a usage or input error.
+"""
+
+GENERATE_EXAMPLES = """Examples:
+
+  arlon-bench generate --grid steps
+
+  arlon-bench generate --grid layers --executor ray --workers 4
+
+Trains what the grid's cells need and writes their videos; `arlon-bench score RUN` scores them.
+"""
+
+SCORE_EXAMPLES = """Examples:
+
+  arlon-bench score runs/layers
+
+  arlon-bench score layers --force                                # rescore every video
+"""
+
+
+@contextmanager
+def run_progress(console: Console) -> Iterator[Callable[[str, int, int], None]]:
+    """One bar per task the library reports (training stages, videos, scores)."""
+    with Progress(
+        TextColumn("[bold]{task.description:<28}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+    ) as bar:
+        tasks: dict[str, int] = {}
+
+        def update(task: str, done: int, total: int) -> None:
+            if task not in tasks:
+                tasks[task] = bar.add_task(task, total=total)
+            bar.update(tasks[task], completed=done, total=total)
+
+        yield update
+
+
+def _run(
+    grid: Grid,
+    store: RunStore,
+    phases: tuple[str, ...],
+    executor: str,
+    address: str | None,
+    workers: int | None,
+    device: str | None,
+    force: bool,
+    limit: int | None,
+) -> None:
+    console = Console()
+    torch_device = parse_device(device)
+    runner = make_executor(executor, address=address, workers=workers, device=str(torch_device) if torch_device else None)
+    console.print(
+        f"grid [bold]{grid.name}[/]: {len(grid.cells)} cells, {grid.prompts.kind} prompts"
+        f"{f' (first {limit})' if limit else ''}, {grid.samples_per_prompt} video(s) each -> {store.root}",
+        highlight=False,
+    )
+    try:
+        with run_progress(console) as progress:
+            summary = run_grid(grid, store, runner, force=force, limit=limit, progress=progress, phases=phases)
+    finally:
+        runner.close()
+    show_summary(console, grid, summary)
+
+
+def show_summary(console: Console, grid: Grid, summary: RunSummary) -> None:
+    """The results table, the files, and the failures (exit code 1 when some unit failed)."""
+    if summary.table is not None:
+        console.print(results_rich_table(grid, summary.table))
+    console.print(counts_line(summary), highlight=False)
+    for name, path in summary.files.items():
+        console.print(f"wrote {path}", highlight=False)
+    if summary.failures:
+        console.print(failures_rich_table(summary.failures))
+        raise SystemExit(1)  # not typer.Exit: see bench/cli/validate.py
+
+
+def ablate(
+    grid: GridOpt,
+    overrides: SetOpt = None,
+    executor: ExecutorOpt = "local",
+    address: AddressOpt = None,
+    workers: WorkersOpt = None,
+    limit: LimitOpt = None,
+    force: ForceOpt = False,
+    out: OutOpt = None,
+    device: DeviceOpt = None,
+) -> None:
+    """Run an ablation grid: train what each cell needs, generate its videos, score them, print and save the table.
+
+    --set reaches config fields, train.<stage>.<field> (or train.all.<field>), data.<field>,
+    prompts.<field>, seed, samples_per_prompt, metrics and preset; the grid's rows and axes win.
+    """
+    loaded = load_grid(grid, overrides or [])
+    store = RunStore(out or Path(DEFAULT_RUNS_DIR) / loaded.name)
+    _run(loaded, store, PHASES, executor, address, workers, device, force, limit)
+
+
+def generate(
+    grid: GridOpt,
+    overrides: SetOpt = None,
+    executor: ExecutorOpt = "local",
+    address: AddressOpt = None,
+    workers: WorkersOpt = None,
+    limit: LimitOpt = None,
+    force: ForceOpt = False,
+    out: OutOpt = None,
+    device: DeviceOpt = None,
+) -> None:
+    """Train what a grid's cells need and generate their videos, without scoring them."""
+    loaded = load_grid(grid, overrides or [])
+    store = RunStore(out or Path(DEFAULT_RUNS_DIR) / loaded.name)
+    _run(loaded, store, ("train", "generate"), executor, address, workers, device, force, limit)
+
+
+def score(
+    run: RunArg,
+    executor: ExecutorOpt = "local",
+    address: AddressOpt = None,
+    workers: WorkersOpt = None,
+    force: ForceOpt = False,
+) -> None:
+    """Score the videos of a run (those without a current score; all with --force) and write the table."""
+    store, grid, limit = open_run(run)
+    _run(grid, store, ("score",), executor, address, workers, None, force, limit)

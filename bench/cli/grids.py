@@ -1,0 +1,32 @@
+"""`arlon-bench grids`: the shipped ablation grids and their cells."""
+
+from __future__ import annotations
+
+from rich.console import Console
+
+from bench.grids import load_grid, shipped_grids
+
+EXAMPLES = """Examples:
+
+  arlon-bench grids
+
+  arlon-bench ablate --grid layers                                # run one of them
+"""
+
+
+def grids() -> None:
+    """List the shipped grids: their cells, prompts and metrics."""
+    console = Console()
+    for name, path in shipped_grids().items():
+        grid = load_grid(path)
+        prompts = grid.prompts.kind
+        if grid.prompts.kind == "toyworld":
+            prompts += f" {grid.prompts.split} x{grid.prompts.n}"
+        console.print(f"[bold]{name}[/]  {grid.description}", highlight=False, soft_wrap=True)
+        console.print(f"  {len(grid.cells)} cells: {', '.join(cell.label for cell in grid.cells)}", highlight=False, soft_wrap=True)
+        console.print(
+            f"  prompts: {prompts}, {grid.samples_per_prompt} video(s) each; metrics: {', '.join(grid.metrics)}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    console.print("run one with: arlon-bench ablate --grid NAME", highlight=False)

@@ -1,0 +1,33 @@
+"""`arlon-bench validate`: check a grid file and report every problem with its file and line."""
+
+from __future__ import annotations
+
+from rich.console import Console
+
+from bench.cli.options import SetOpt
+from bench.cli.run_options import GridFileArg
+from bench.grids import find_grid, load_grid, validate_grid
+
+EXAMPLES = """Examples:
+
+  arlon-bench validate my_grid.yaml
+
+  arlon-bench validate layers --set prompts.n=4
+"""
+
+
+def validate(grid: GridFileArg, overrides: SetOpt = None) -> None:
+    """Check a grid file: keys, config fields and values, registry keys, prompts, metrics, duplicate cells."""
+    issues = validate_grid(grid, overrides or [])
+    if issues:
+        err = Console(stderr=True)
+        for issue in issues:
+            err.print(f"[red]error:[/] {issue}", highlight=False, soft_wrap=True)
+        err.print(f"{len(issues)} problem(s) in {find_grid(grid)}", highlight=False)
+        # SystemExit, not typer.Exit: app.main() runs click with standalone_mode=False, which
+        # returns a typer.Exit's code instead of exiting with it.
+        raise SystemExit(2)
+    loaded = load_grid(grid, overrides or [])
+    Console().print(
+        f"{find_grid(grid)}: ok, {len(loaded.cells)} cells: {', '.join(c.label for c in loaded.cells)}", highlight=False, soft_wrap=True
+    )

@@ -1,0 +1,82 @@
+"""The executor contract and the `EXECUTORS` registry.
+
+An executor runs the units a plan hands it and reports what failed; it never decides what to run.
+Every executor calls the same unit functions (`bench.executors.work`), so the files it writes and
+the videos it makes are the same, whatever the executor and its number of workers.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Callable, Sequence
+
+from arlon.errors import ConfigError
+from arlon.registry import Registry
+from bench.errors import BenchError
+from bench.executors.work import GenerationJob, Progress, ScoringJob, TrainUnit, UnitFailure, WorkContext
+
+# commit(cell_id, records): store one video's score records (called in the process that holds the run lock).
+Commit = Callable[[str, list[dict]], None]
+
+
+class Executor(ABC):
+    """Runs work units.
+
+    - `train(units)`: every unit after the units it `needs`; a unit whose need failed is not run
+      (it fails as "skipped"). Returns ({unit id: True when it came from the cache}, failures).
+    - `generate(jobs)`: every video of every job, loading each job's checkpoints once per worker;
+      videos and their records are written to the store by the worker. Returns the failures.
+    - `score(jobs, commit)`: every score unit; the records reach the store through `commit`,
+      called in the calling process. Returns the failures.
+    Unit failures are collected, never raised; `progress(task, done, total)` follows the work.
+    """
+
+    device: str | None = None  # torch device of the workers (None: CUDA if available, else CPU)
+
+    @classmethod
+    @abstractmethod
+    def from_options(cls, *, address: str | None, workers: int | None, device: str | None) -> "Executor":
+        """Build from the CLI's options, refusing the ones this executor does not take."""
+
+    @abstractmethod
+    def train(
+        self, units: Sequence[TrainUnit], context: WorkContext, progress: Progress
+    ) -> tuple[dict[str, bool], list[UnitFailure]]: ...
+
+    @abstractmethod
+    def generate(self, jobs: Sequence[GenerationJob], context: WorkContext, progress: Progress) -> list[UnitFailure]: ...
+
+    @abstractmethod
+    def score(
+        self, jobs: Sequence[ScoringJob], context: WorkContext, commit: Commit, progress: Progress
+    ) -> list[UnitFailure]: ...
+
+    def close(self) -> None:
+        """Release what the executor started (a Ray cluster it launched)."""
+
+
+EXECUTORS: Registry[type[Executor]] = Registry("executor")
+
+
+def skipped(unit: TrainUnit, failed_need: str) -> UnitFailure:
+    return UnitFailure("train", unit.label, f"skipped: {failed_need} failed")
+
+
+def training_waves(units: Sequence[TrainUnit]) -> list[list[TrainUnit]]:
+    """Units grouped by dependency depth: every unit of a wave only needs units of earlier waves."""
+    depth: dict[str, int] = {}
+    for unit in units:  # plans list units after the units they need
+        depth[unit.id] = 1 + max((depth[need] for need in unit.needs), default=-1)
+    waves: list[list[TrainUnit]] = [[] for _ in range(max(depth.values(), default=-1) + 1)]
+    for unit in units:
+        waves[depth[unit.id]].append(unit)
+    return waves
+
+
+def make_executor(name: str, *, address: str | None = None, workers: int | None = None, device: str | None = None) -> Executor:
+    """The executor `name` with the CLI's options (`--address`, `--workers` are Ray's; `--device` the local one's)."""
+    try:
+        cls = EXECUTORS.get(name)
+    except ConfigError as err:
+        raise BenchError(f"--executor: {err}") from None
+    return cls.from_options(address=address, workers=workers, device=device)

@@ -1,0 +1,398 @@
+"""The work units of a grid run and the functions that carry them out. Every executor (in-process,
+Ray) runs these same functions, so they write the same files to the same store.
+
+- `TrainUnit`: one training stage (or the latent pools, "latents") for the cells that share it;
+  `needs` lists the units that must finish first. Cells that differ only in sampling settings (the
+  steps axis) or not at all in a stage share that stage's unit.
+- `GenerateUnit`: one video, (cell, prompt, sample index). Its seed depends only on (prompt id,
+  sample index, base seed) (`seed_for`), never on the worker or the order, and every video comes
+  from its own pipeline call, so any executor with any number of workers makes the same videos.
+- `ScoreUnit`: one (video, metric). A score is keyed by the video's content hash, the metric's
+  name, backend and version (and the reference video's hash when the metric reads it), so a score
+  is reused exactly when it would come out the same.
+
+A `GenerationJob` / `ScoringJob` groups the units of one cell, so that a worker loads the cell's
+checkpoints once for all of them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from arlon.config import ArlonConfig
+from arlon.data.video_io import read_video, write_video
+from arlon.models.ar_transformer import ARTransformer
+from arlon.models.latent_vq import LatentVQVAE
+from arlon.pipelines.arlon import (
+    ArlonPipeline,
+    BaselinePipeline,
+    code_grid,
+    decode_latents,
+    encode_prompts,
+    generate_codes,
+    latent_shape,
+    make_generators,
+)
+from arlon.pipelines.components import ArlonComponents, build_components, load_checked
+from arlon.training.cache import TrainingSession, hash_json, link_or_copy
+from arlon.training.common import TrainConfig
+from arlon.training.data import DataConfig
+from bench.grids import Cell
+from bench.metrics import METRICS, compute_metric
+from bench.prompts import BenchPrompt
+from bench.store import RunStore, file_sha256
+
+LATENTS = "latents"  # the unit that encodes the training and held-out clips with the video VAE
+SEED_RULE = "int(sha256('<base_seed>/<prompt_id>/<k>')[:8], 16) % 2**31"
+
+# (task, done, total): the library's progress callback.
+Progress = Callable[[str, int, int], None]
+
+
+def seed_for(prompt_id: str, sample: int, base_seed: int) -> int:
+    """The seed of video k of a prompt: a pure function of (prompt id, k, base seed) (SEED_RULE)."""
+    digest = hashlib.sha256(f"{base_seed}/{prompt_id}/{sample}".encode()).hexdigest()
+    return int(digest[:8], 16) % 2**31
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+# ---------------------------------------------------------------------------------------------
+# Units
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WorkContext:
+    """Where a worker reads and writes: the run's store, the checkpoint cache, the torch device."""
+
+    store_root: str
+    cache_dir: str
+    device: str | None = None  # None: CUDA if available, else CPU
+
+    @property
+    def torch_device(self) -> str:
+        return self.device or default_device()
+
+
+@dataclass(frozen=True)
+class TrainUnit:
+    id: str
+    stage: str  # a training stage, or LATENTS
+    label: str  # "vae" when shared, "injector (layers=first:3)" for one cell
+    config: ArlonConfig  # a config of one of the cells that share the unit (equal where the stage looks)
+    recipes: tuple[tuple[str, TrainConfig], ...]
+    data: DataConfig
+    needs: tuple[str, ...]  # ids of units that must finish first
+
+
+@dataclass(frozen=True)
+class GenerateUnit:
+    cell_id: str
+    prompt_id: str
+    text: str
+    sample: int
+    seed: int
+
+    @property
+    def name(self) -> str:
+        """`<prompt-id>-<k>`: the video's file name in the store."""
+        return f"{self.prompt_id}-{self.sample}"
+
+
+@dataclass(frozen=True)
+class GenerationJob:
+    """The pending videos of one cell and the checkpoint folder its components load from."""
+
+    cell: Cell
+    checkpoint_dir: str | None  # None when the config trains nothing itself (released weights only)
+    with_reference: bool  # also write the AR-decoded video (metrics that read reference_video)
+    units: tuple[GenerateUnit, ...]
+
+
+@dataclass(frozen=True)
+class ScoreUnit:
+    cell_id: str
+    video: str  # `<prompt-id>-<k>`
+    prompt_id: str
+    sample: int
+    metric: str
+    key: str  # score_key(...): equal keys give equal scores
+
+
+@dataclass(frozen=True)
+class ScoringJob:
+    """The pending scores of one cell by one metric backend (a backend that loads models, such as
+    VBench's, loads them once per job)."""
+
+    cell_id: str
+    backend: str
+    units: tuple[ScoreUnit, ...]
+    prompts: tuple[BenchPrompt, ...]  # the prompts of these units (scenes for the toy-world metrics)
+
+
+@dataclass(frozen=True)
+class UnitFailure:
+    phase: str  # train, generate, score
+    unit: str  # which unit, in words
+    error: str  # one line: "<ExceptionType>: message"
+    details: str = ""  # the traceback, kept in failures.json
+
+    def to_dict(self) -> dict:
+        return {"phase": self.phase, "unit": self.unit, "error": self.error, "details": self.details}
+
+
+def failure(phase: str, unit: str, err: BaseException) -> UnitFailure:
+    message = " ".join(str(err).split()) or type(err).__name__
+    return UnitFailure(phase, unit, f"{type(err).__name__}: {message}", traceback.format_exc())
+
+
+def score_key(video_record: dict, metric: str, prompt_id: str) -> str:
+    """What a score depends on: the video's bytes, the metric's definition, the reference, the prompt."""
+    spec = METRICS.get(metric)
+    reference = video_record.get("reference_sha256") if "reference_video" in spec.inputs else None
+    return hash_json(
+        {
+            "video": video_record["sha256"],
+            "reference": reference,
+            "metric": spec.name,
+            "backend": spec.backend,
+            "version": spec.version,
+            "prompt": prompt_id,
+        }
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------------------------
+
+
+def run_train_unit(unit: TrainUnit, context: WorkContext, progress: Progress | None = None) -> bool:
+    """Train the unit's stage (or encode the latent pools) unless the cache has it; True when cached."""
+
+    def report(name: str, done: int, total: int, loss: float | None) -> None:
+        if progress is not None:
+            progress(f"train {unit.label}" if name == unit.stage else f"train {name}", done, total)
+
+    session = TrainingSession(
+        unit.config, data=unit.data, train=dict(unit.recipes), cache_dir=context.cache_dir,
+        device=context.torch_device, progress=report,
+    )
+    if unit.stage == LATENTS:
+        splits = ("train", "heldout")
+        cached = all((session.root / "latents" / hash_json(session.pool_spec(s)) / "pool.json").is_file() for s in splits)
+        for split in splits:
+            session.pool(split)
+        return cached
+    return session.ensure(unit.stage).cached
+
+
+def cell_stages(cell: Cell, with_reference: bool) -> tuple[str, ...]:
+    """The trained stages a cell's videos load: all of them for ARLON; the VAE and backbone for the
+    baseline, plus the AR side when a metric compares with the AR-decoded video."""
+    trained = [stage for stage, _ in cell.recipes]
+    if not cell.is_baseline:
+        return tuple(trained)
+    wanted = {"vae", "backbone"} | ({"ar_vq", "ar"} if with_reference else set())
+    return tuple(stage for stage in trained if stage in wanted)
+
+
+def gather_checkpoints(cell: Cell, stages: Sequence[str], cache_dir: str) -> tuple[str | None, dict]:
+    """(folder holding the cell's trained components, {stage: where it comes from}) from the cache.
+
+    The folder holds hard links into the cache (`TrainingSession.checkpoint_dir`'s layout); every
+    stage must already be trained (the train phase ran), so this only reads manifests.
+    """
+    if not stages:
+        return None, {}
+    session = TrainingSession(cell.config, data=cell.data, train=dict(cell.recipes), cache_dir=cache_dir, device="cpu")
+    done = [session.ensure(stage) for stage in stages]
+    if [d.stage for d in done] == [stage for stage, _ in cell.recipes]:
+        directory = session.checkpoint_dir()
+    else:
+        directory = session.root / "checkpoints" / f"{cell.config.name}-{hash_json([d.key for d in done])}"
+        directory.mkdir(parents=True, exist_ok=True)
+        for stage in done:
+            for suffix in (".safetensors", ".json"):
+                link_or_copy(stage.directory / f"{stage.stage}{suffix}", directory / f"{stage.stage}{suffix}")
+    references = {
+        d.stage: {
+            "key": d.key,
+            "sha256": d.manifest["sha256"],
+            "source": str(d.directory),
+            "shipped": not Path(d.directory).resolve().is_relative_to(session.root.resolve()),
+            "metrics": d.manifest.get("metrics", {}),
+        }
+        for d in done
+    }
+    return str(directory), {"directory": str(directory), "stages": references}
+
+
+# ---------------------------------------------------------------------------------------------
+# Generation
+# ---------------------------------------------------------------------------------------------
+
+
+def load_cell_components(job: GenerationJob, device: str) -> ArlonComponents:
+    """The cell's components, loaded once for all its videos."""
+    cell = job.cell
+    components = build_components(
+        cell.config, checkpoint_dir=job.checkpoint_dir, baseline_only=cell.is_baseline, device=device
+    )
+    if cell.is_baseline and job.with_reference:
+        # The baseline draws no AR codes; its reference is what the AR model plans for the same
+        # prompt and seed (the codes an ARLON cell sharing this AR model would inject).
+        components.ar_vq = LatentVQVAE(cell.config.ar_vq)
+        components.ar = ARTransformer(cell.config.ar)
+        for name in ("ar_vq", "ar"):
+            load_checked(job.checkpoint_dir, name, getattr(components, name), cell.config)
+        components.to(device).eval()
+    return components
+
+
+@torch.no_grad()
+def reference_codes(components: ArlonComponents, text: str, seed: int) -> torch.Tensor:
+    """The AR codes ArlonPipeline would draw for (text, seed): same generator, same first draw."""
+    video = components.config.video
+    _, sample_gen = make_generators(seed, components.device)
+    prompt = encode_prompts(components, [text])
+    size = latent_shape(components, video.num_frames, video.height, video.width)
+    return generate_codes(components, prompt, code_grid(components, size[1:]), sample_gen)
+
+
+def generate_video(components: ArlonComponents, job: GenerationJob, unit: GenerateUnit, store: RunStore) -> dict:
+    """Generate one video (and its reference), write them, then its record; return the record."""
+    started = time.perf_counter()
+    if job.cell.is_baseline:
+        output = BaselinePipeline(components)([unit.text], seed=unit.seed)
+        codes = reference_codes(components, unit.text, unit.seed) if job.with_reference else None
+    else:
+        output = ArlonPipeline(components)([unit.text], seed=unit.seed)
+        codes = output.codes
+    frames = output.frames[0]  # (T, H, W, 3)
+    video_path = write_video(store.video_path(unit.cell_id, unit.name), frames, fps=output.fps)
+    record = {
+        "video": unit.name,
+        "prompt_id": unit.prompt_id,
+        "prompt": unit.text,
+        "sample": unit.sample,
+        "seed": unit.seed,
+        "fps": output.fps,
+        "shape": list(frames.shape),
+        "sha256": file_sha256(video_path),
+        "frames_sha256": hashlib.sha256(np.ascontiguousarray(frames).tobytes()).hexdigest(),
+    }
+    if job.with_reference and codes is not None:
+        reference = decode_latents(components, components.ar_vq.decode(codes), frames.shape[0])[0]
+        reference_path = write_video(store.reference_path(unit.cell_id, unit.name), reference, fps=output.fps)
+        record["reference_sha256"] = file_sha256(reference_path)
+    record["wall_s"] = round(time.perf_counter() - started, 3)
+    store.write_video_record(unit.cell_id, unit.name, record)
+    return record
+
+
+def run_generation_job(
+    job: GenerationJob, context: WorkContext, on_video: Callable[[GenerateUnit], None] | None = None
+) -> list[UnitFailure]:
+    """Generate every video of the job (one model load); failures are collected, not raised."""
+    store = RunStore(context.store_root)
+    try:
+        components = load_cell_components(job, context.torch_device)
+    except Exception as err:  # a unit's failure is collected and reported; the sweep goes on
+        broken = failure("generate", f"{job.cell.label}: load checkpoints", err)
+        return [UnitFailure("generate", f"{job.cell.label}: {u.name}", broken.error, broken.details) for u in job.units]
+    failures = []
+    for unit in job.units:
+        try:
+            generate_video(components, job, unit, store)
+        except Exception as err:
+            failures.append(failure("generate", f"{job.cell.label}: {unit.name}", err))
+        if on_video is not None:
+            on_video(unit)
+    return failures
+
+
+# ---------------------------------------------------------------------------------------------
+# Scoring
+# ---------------------------------------------------------------------------------------------
+
+
+def score_record(unit: ScoreUnit, value: float | None) -> dict:
+    spec = METRICS.get(unit.metric)
+    return {
+        "video": unit.video,
+        "prompt_id": unit.prompt_id,
+        "sample": unit.sample,
+        "metric": unit.metric,
+        "backend": spec.backend,
+        "version": spec.version,
+        "value": value,
+        "key": unit.key,
+    }
+
+
+def score_video_units(units: Sequence[ScoreUnit], prompt: BenchPrompt, store: RunStore) -> tuple[list[dict], list[UnitFailure]]:
+    """Score one video for each of its units' metrics (the video is read once)."""
+    first = units[0]
+    needs_reference = any("reference_video" in METRICS.get(u.metric).inputs for u in units)
+    frames, fps = read_video(store.video_path(first.cell_id, first.video))
+    reference = None
+    reference_path = store.reference_path(first.cell_id, first.video)
+    if needs_reference and reference_path.is_file():
+        reference = read_video(reference_path)[0]
+    inputs = {"video": frames, "scene": prompt.scene, "prompt": prompt.text, "reference_video": reference, "fps": fps}
+    records, failures = [], []
+    for unit in units:
+        try:
+            value = compute_metric(METRICS.get(unit.metric), inputs)
+            if value is not None and not math.isfinite(value):
+                raise ValueError(f"{unit.metric} returned {value}")
+            records.append(score_record(unit, value))
+        except Exception as err:
+            failures.append(failure("score", f"{unit.video} {unit.metric}", err))
+    return records, failures
+
+
+def run_scoring_job(
+    job: ScoringJob,
+    context: WorkContext,
+    commit: Callable[[str, list[dict]], None],
+    on_video: Callable[[int], None] | None = None,
+) -> list[UnitFailure]:
+    """Score every unit of the job, video by video: `commit(cell_id, records)` after each video,
+    then `on_video(number of units of that video)`."""
+    store = RunStore(context.store_root)
+    prompts = {p.id: p for p in job.prompts}
+    by_video: dict[str, list[ScoreUnit]] = {}
+    for unit in job.units:
+        by_video.setdefault(unit.video, []).append(unit)
+    failures = []
+    for video, units in by_video.items():
+        try:
+            records, failed = score_video_units(units, prompts[units[0].prompt_id], store)
+            failures.extend(failed)
+            commit(job.cell_id, records)
+        except Exception as err:
+            failures.append(failure("score", video, err))
+        if on_video is not None:
+            on_video(len(units))
+    return failures
+
+
+def collect_scoring_job(job: ScoringJob, context: WorkContext) -> tuple[list[dict], list[UnitFailure]]:
+    """`run_scoring_job` returning its records (for workers that cannot write the shared score files)."""
+    records: list[dict] = []
+    failures = run_scoring_job(job, context, lambda cell_id, batch: records.extend(batch))
+    return records, failures

@@ -1,0 +1,445 @@
+"""Running an ablation grid: grid -> cells -> units -> executor -> store -> results table.
+
+    from bench.grids import load_grid
+    from bench.runner import run_grid
+
+    summary = run_grid(load_grid("layers"), "runs/layers")     # what `arlon-bench ablate --grid layers` runs
+    summary.table                                               # pandas DataFrame, one row per cell
+
+1. Plan the videos: every (cell, prompt, k) whose video is not finished in the store (all with `force`).
+2. Train what the cells with pending videos need: one `TrainUnit` per distinct stage, shared by the
+   cells that train it identically; then gather each such cell's checkpoint folder.
+3. Generate the pending videos (each job loads one cell's checkpoints once).
+4. Score every (video, metric) without a current score (all with `force`).
+5. Write the results table (CSV, Markdown, Parquet when pyarrow is importable) and the manifest.
+
+The run holds the store's lock throughout, so a second run on the same folder is refused. A run
+that is killed loses at most the units in flight; the next run skips everything finished.
+`force` redoes the run's videos and scores; trained checkpoints stay in the training cache, which
+is keyed by everything that determines them (clear ARLON_CACHE_DIR to retrain).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+from arlon.training.cache import cache_root, hash_json, train_key_fields
+from arlon.training.stages import RECIPE_VERSIONS, is_trained_here, stage_configs, stage_dependencies
+from bench.errors import BenchError
+from bench.executors import Executor, make_executor
+from bench.executors.work import (
+    LATENTS,
+    SEED_RULE,
+    GenerateUnit,
+    GenerationJob,
+    Progress,
+    ScoreUnit,
+    ScoringJob,
+    TrainUnit,
+    UnitFailure,
+    WorkContext,
+    cell_stages,
+    failure,
+    gather_checkpoints,
+    score_key,
+    seed_for,
+)
+from bench.grids import Cell, Grid
+from bench.metrics import METRICS
+from bench.prompts import BenchPrompt, load_prompts
+from bench.results import collect_scores, results_table, write_results
+from bench.store import RunStore, provenance, resolve_run_dir
+
+PHASES = ("train", "generate", "score")
+# Training order in which every stage comes after the stages it needs (arlon.training.stages).
+STAGE_ORDER = ("vae", LATENTS, "ar_vq", "dit_vq", "ar", "backbone", "injector")
+
+
+def no_progress(task: str, done: int, total: int) -> None:
+    """The default progress callback."""
+
+
+@dataclass
+class PhaseCounts:
+    """Units of one phase: how many there are, were already done, ran now, failed."""
+
+    total: int = 0
+    skipped: int = 0  # already finished (in the store, or in the training cache)
+    run: int = 0
+    failed: int = 0
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class RunSummary:
+    run_dir: Path
+    grid: str
+    cells: int
+    counts: dict[str, PhaseCounts]  # per phase: train, generate, score
+    failures: list[UnitFailure] = field(default_factory=list)
+    table: pd.DataFrame | None = None
+    files: dict[str, Path] = field(default_factory=dict)
+    wall_s: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+# ---------------------------------------------------------------------------------------------
+# Planning
+# ---------------------------------------------------------------------------------------------
+
+
+def needs_reference(grid: Grid) -> bool:
+    """Whether a metric of the grid compares with the AR-decoded reference video."""
+    return any("reference_video" in METRICS.get(metric).inputs for metric in grid.metrics)
+
+
+def plan_videos(
+    grid: Grid, prompts: list[BenchPrompt], store: RunStore, force: bool = False
+) -> tuple[dict[str, list[GenerateUnit]], int]:
+    """({cell id: its pending videos}, number of videos already finished)."""
+    pending: dict[str, list[GenerateUnit]] = {}
+    finished = 0
+    for cell in grid.cells:
+        for prompt in prompts:
+            for k in range(grid.samples_per_prompt):
+                unit = GenerateUnit(cell.id, prompt.id, prompt.text, k, seed_for(prompt.id, k, grid.seed))
+                if not force and store.video_record(cell.id, unit.name, unit.seed) is not None:
+                    finished += 1
+                else:
+                    pending.setdefault(cell.id, []).append(unit)
+    return pending, finished
+
+
+def plan_training(cells: list[tuple[Cell, tuple[str, ...]]]) -> tuple[list[TrainUnit], dict[str, set[str]]]:
+    """The training units of `(cell, stages it loads)` pairs, each stage once per distinct identity,
+    in dependency order; and {cell id: ids of the units it needs}.
+
+    A unit's id hashes what determines the stage's weights (`TrainingSession.stage_key`'s inputs)
+    with the ids of the units it trains on in place of their weights, so it is known before
+    anything is trained; cells that agree on all of it share the unit.
+    """
+    units: dict[str, TrainUnit] = {}
+    users: dict[str, list[str]] = {}
+    needed_by_cell: dict[str, set[str]] = {}
+    for cell, stages in cells:
+        ids: dict[str, str] = {}
+        wanted = _with_dependencies(cell, stages)
+        for stage in (s for s in STAGE_ORDER if s in wanted):
+            needs = _unit_needs(cell, stage)
+            ids[stage] = _unit_id(cell, stage, {need: ids[need] for need in needs})
+            if ids[stage] not in units:
+                units[ids[stage]] = TrainUnit(
+                    ids[stage], stage, stage, cell.config, cell.recipes, cell.data, tuple(ids[need] for need in needs)
+                )
+            users.setdefault(ids[stage], []).append(cell.label)
+        needed_by_cell[cell.id] = set(ids.values())
+    labelled = [
+        dataclasses.replace(unit, label=unit.stage if len(users[unit.id]) > 1 else f"{unit.stage} ({users[unit.id][0]})")
+        for unit in units.values()
+    ]
+    return labelled, needed_by_cell
+
+
+def _unit_needs(cell: Cell, stage: str) -> tuple[str, ...]:
+    if stage == LATENTS:
+        return ("vae",) if is_trained_here("vae", cell.config) else ()
+    needs = stage_dependencies(stage, cell.config)
+    return needs if stage == "vae" else (*needs, LATENTS)
+
+
+def _with_dependencies(cell: Cell, stages: tuple[str, ...]) -> set[str]:
+    wanted: set[str] = set()
+    pending = list(stages)
+    while pending:
+        stage = pending.pop()
+        if stage not in wanted:
+            wanted.add(stage)
+            pending.extend(_unit_needs(cell, stage))
+    return wanted
+
+
+def _unit_id(cell: Cell, stage: str, upstream: dict[str, str]) -> str:
+    cfg = cell.config
+    if stage == LATENTS:
+        blob = {
+            "stage": LATENTS,
+            "recipe": RECIPE_VERSIONS["latents"],
+            "data": dataclasses.asdict(cell.data),
+            "video": dataclasses.asdict(cfg.video),
+            "vae": upstream.get("vae") or dataclasses.asdict(cfg.vae),
+        }
+    else:
+        blob = {
+            "stage": stage,
+            "recipe": RECIPE_VERSIONS[stage],
+            "configs": stage_configs(stage, cfg),
+            "train": train_key_fields(cell.recipe(stage)),
+            "data": dataclasses.asdict(cell.data),
+            "upstream": upstream,
+        }
+    return hash_json(blob)
+
+
+def plan_scores(
+    grid: Grid, prompts: list[BenchPrompt], store: RunStore, force: bool = False
+) -> tuple[list[ScoringJob], int, int]:
+    """(one scoring job per cell and metric backend with pending scores, scores already current,
+    videos not generated)."""
+    by_id = {prompt.id: prompt for prompt in prompts}
+    jobs, current, missing = [], 0, 0
+    for cell in grid.cells:
+        stored = {(r["video"], r["metric"]): r.get("key") for r in store.read_scores(cell.id)}
+        units = []
+        for prompt in prompts:
+            for k in range(grid.samples_per_prompt):
+                video = f"{prompt.id}-{k}"
+                record = store.video_record(cell.id, video, seed_for(prompt.id, k, grid.seed))
+                if record is None:
+                    missing += 1
+                    continue
+                for metric in grid.metrics:
+                    key = score_key(record, metric, prompt.id)
+                    if not force and stored.get((video, metric)) == key:
+                        current += 1
+                    else:
+                        units.append(ScoreUnit(cell.id, video, prompt.id, k, metric, key))
+        for backend in dict.fromkeys(METRICS.get(unit.metric).backend for unit in units):
+            mine = tuple(unit for unit in units if METRICS.get(unit.metric).backend == backend)
+            used = dict.fromkeys(unit.prompt_id for unit in mine)
+            jobs.append(ScoringJob(cell.id, backend, mine, tuple(by_id[p] for p in used)))
+    return jobs, current, missing
+
+
+# ---------------------------------------------------------------------------------------------
+# Running
+# ---------------------------------------------------------------------------------------------
+
+
+def run_grid(
+    grid: Grid,
+    store: RunStore | str | os.PathLike,
+    executor: Executor | str = "local",
+    *,
+    force: bool = False,
+    limit: int | None = None,
+    progress: Progress | None = None,
+    phases: tuple[str, ...] = PHASES,
+    cache_dir: str | os.PathLike | None = None,
+) -> RunSummary:
+    """Train, generate, score and tabulate `grid` into `store` (see the module docstring).
+
+    `executor`: an Executor or a key of EXECUTORS; `limit`: the first N prompts only; `phases`: a
+    subset of PHASES ("generate" trains what it needs); `cache_dir`: the training cache (default
+    $ARLON_CACHE_DIR, else ~/.cache/arlon-bench). Unit failures are collected in the summary.
+    """
+    unknown = [phase for phase in phases if phase not in PHASES]
+    if unknown:
+        raise BenchError(f"unknown phase(s) {unknown} (choices: {', '.join(PHASES)})")
+    store = store if isinstance(store, RunStore) else RunStore(store)
+    progress = progress or no_progress
+    prompts = load_prompts(grid.prompts, limit)
+    owns_executor = isinstance(executor, str)
+    with store.lock():
+        if owns_executor:
+            executor = make_executor(executor)
+        try:
+            context = WorkContext(str(store.root.resolve()), str(cache_root(cache_dir).resolve()), executor.device)
+            summary = RunSummary(store.root, grid.name, len(grid.cells), {phase: PhaseCounts() for phase in PHASES})
+            run = _Run(grid, store, executor, prompts, force, progress, context, summary)
+            return _run_locked(run, limit, phases)
+        finally:
+            if owns_executor:
+                executor.close()
+
+
+@dataclass
+class _Run:
+    """What every phase of one invocation works with."""
+
+    grid: Grid
+    store: RunStore
+    executor: Executor
+    prompts: list[BenchPrompt]
+    force: bool
+    progress: Progress
+    context: WorkContext
+    summary: RunSummary
+
+
+def _run_locked(run: _Run, limit: int | None, phases: tuple[str, ...]) -> RunSummary:
+    grid, store, summary = run.grid, run.store, run.summary
+    started = time.perf_counter()
+    entry = {
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "status": "running",
+        "grid": grid.name,
+        "grid_version": grid.version,
+        "grid_source": grid.source,
+        "overrides": list(grid.overrides),
+        "executor": type(run.executor).__name__,
+        "phases": list(phases),
+        "force": run.force,
+        "limit": limit,
+        "prompts": len(run.prompts),
+        "seeds": {"base_seed": grid.seed, "rule": SEED_RULE},
+        "cache_dir": run.context.cache_dir,
+        "provenance": provenance(run.context.torch_device),
+    }
+    store.save_grid(grid, limit)
+    store.save_prompts(run.prompts)
+    for cell in grid.cells:
+        store.save_cell(cell)
+    store.record_invocation(entry)
+    try:
+        if "train" in phases or "generate" in phases:
+            _train_and_generate(run, generate="generate" in phases)
+        if "score" in phases:
+            _score(run)
+            clock = time.perf_counter()
+            scores = collect_scores(grid, store, run.prompts)
+            summary.table = results_table(grid, scores)
+            summary.files = write_results(grid, store, summary.table, scores)
+            summary.wall_s["table"] = round(time.perf_counter() - clock, 2)
+    except BaseException:
+        entry.update(status="interrupted", wall_s=summary.wall_s)
+        store.record_invocation(entry)
+        raise
+    summary.wall_s["total"] = round(time.perf_counter() - started, 2)
+    store.write_json("failures.json", [f.to_dict() for f in summary.failures])
+    entry.update(
+        status="ok" if summary.ok else "failed units",
+        finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        counts={phase: counts.to_dict() for phase, counts in summary.counts.items()},
+        failures=len(summary.failures),
+        wall_s=summary.wall_s,
+    )
+    store.record_invocation(entry)
+    return summary
+
+
+def _train_and_generate(run: _Run, generate: bool) -> None:
+    grid, summary = run.grid, run.summary
+    clock = time.perf_counter()
+    pending, finished = plan_videos(grid, run.prompts, run.store, run.force)
+    videos = summary.counts["generate"]
+    videos.total, videos.skipped = finished + sum(len(units) for units in pending.values()), finished
+    with_reference = needs_reference(grid)
+    cells = [cell for cell in grid.cells if cell.id in pending]
+    stages = {cell.id: cell_stages(cell, with_reference) for cell in cells}
+
+    # 1. Train what the pending videos need.
+    units, needed = plan_training([(cell, stages[cell.id]) for cell in cells])
+    cached, failures = run.executor.train(units, run.context, run.progress) if units else ({}, [])
+    summary.failures.extend(failures)
+    training = summary.counts["train"]
+    training.total, training.skipped = len(units), sum(cached.values())
+    training.run, training.failed = len(cached) - training.skipped, len(units) - len(cached)
+    summary.wall_s["train"] = round(time.perf_counter() - clock, 2)
+    if not generate:
+        return
+
+    # 2. Gather each cell's checkpoints, then generate.
+    clock = time.perf_counter()
+    jobs = []
+    for cell in cells:
+        missing = sorted(unit for unit in needed[cell.id] if unit not in cached)
+        try:
+            if missing:
+                raise BenchError(f"{len(missing)} training unit(s) it needs failed")
+            directory, checkpoints = gather_checkpoints(cell, stages[cell.id], run.context.cache_dir)
+        except Exception as err:  # the cell's videos fail; the other cells go on
+            broken = failure("generate", f"{cell.label}: checkpoints", err)
+            summary.failures.extend(
+                UnitFailure("generate", f"{cell.label}: {u.name}", broken.error, broken.details) for u in pending[cell.id]
+            )
+            videos.failed += len(pending[cell.id])
+            continue
+        run.store.save_checkpoints(cell.id, checkpoints)
+        jobs.append(GenerationJob(cell, directory, with_reference, tuple(pending[cell.id])))
+    failures = run.executor.generate(jobs, run.context, run.progress) if jobs else []
+    summary.failures.extend(failures)
+    videos.failed += len(failures)
+    videos.run = videos.total - videos.skipped - videos.failed
+    summary.wall_s["generate"] = round(time.perf_counter() - clock, 2)
+
+
+def _score(run: _Run) -> None:
+    clock = time.perf_counter()
+    jobs, current, _ = plan_scores(run.grid, run.prompts, run.store, run.force)
+    failures = run.executor.score(jobs, run.context, run.store.add_scores, run.progress) if jobs else []
+    run.summary.failures.extend(failures)
+    scores = run.summary.counts["score"]
+    scores.total = current + sum(len(job.units) for job in jobs)
+    scores.skipped, scores.failed = current, len(failures)
+    scores.run = scores.total - current - len(failures)
+    run.summary.wall_s["score"] = round(time.perf_counter() - clock, 2)
+
+
+# ---------------------------------------------------------------------------------------------
+# Existing runs
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CellStatus:
+    label: str
+    cell_id: str
+    is_baseline: bool
+    has_checkpoints: bool
+    videos_done: int
+    videos_total: int
+    scores_done: int
+    scores_total: int
+
+
+def open_run(run: str | os.PathLike) -> tuple[RunStore, Grid, int | None]:
+    """(store, grid as last run, its --limit) of an existing run folder (or a name under ./runs)."""
+    store = RunStore(resolve_run_dir(run))
+    grid, limit = store.load_grid()
+    return store, grid, limit
+
+
+def run_status(store: RunStore, grid: Grid, limit: int | None = None) -> list[CellStatus]:
+    """What is finished, per cell: checkpoints gathered, videos, current scores (reads only)."""
+    prompts = load_prompts(grid.prompts, limit)
+    statuses = []
+    for cell in grid.cells:
+        stored = {(r["video"], r["metric"]): r.get("key") for r in store.read_scores(cell.id)}
+        videos = scores = 0
+        for prompt in prompts:
+            for k in range(grid.samples_per_prompt):
+                video = f"{prompt.id}-{k}"
+                record = store.video_record(cell.id, video, seed_for(prompt.id, k, grid.seed))
+                if record is None:
+                    continue
+                videos += 1
+                scores += sum(stored.get((video, m)) == score_key(record, m, prompt.id) for m in grid.metrics)
+        total_videos = len(prompts) * grid.samples_per_prompt
+        statuses.append(
+            CellStatus(
+                cell.label, cell.id, cell.is_baseline, store.has_checkpoints(cell.id),
+                videos, total_videos, scores, total_videos * len(grid.metrics),
+            )
+        )
+    return statuses
+
+
+def report_run(store: RunStore, grid: Grid, limit: int | None = None) -> tuple[pd.DataFrame, dict[str, Path]]:
+    """Rebuild the results table and its files from the scores in the store (computes nothing new)."""
+    prompts = load_prompts(grid.prompts, limit)
+    with store.lock():
+        scores = collect_scores(grid, store, prompts)
+        table = results_table(grid, scores)
+        return table, write_results(grid, store, table, scores)
