@@ -15,6 +15,7 @@ import importlib.util
 import io
 import math
 from pathlib import Path
+from typing import Iterator
 
 import pandas as pd
 
@@ -29,21 +30,32 @@ from bench.store import RunStore
 SCORE_COLUMNS = ("cell", "cell_id", "video", "prompt_id", "sample", "metric", "value")
 
 
+def current_scores(grid: Grid, store: RunStore, cell, prompts: list[BenchPrompt]) -> Iterator[tuple[BenchPrompt, int, str, dict]]:
+    """(prompt, k, video, {metric: stored score}) for each finished video of `cell`, keeping only the
+    scores whose key matches the video as it is now (a regenerated video invalidates its old scores)."""
+    stored = {(r["video"], r["metric"]): r for r in store.read_scores(cell.id)}
+    for prompt in prompts:
+        for k in range(grid.samples_per_prompt):
+            video = f"{prompt.id}-{k}"
+            record = store.video_record(cell.id, video, seed_for(prompt.id, k, grid.seed))
+            if record is None:
+                continue
+            scores = {}
+            for metric in grid.metrics:
+                score = stored.get((video, metric))
+                if score is not None and score.get("key") == score_key(record, metric, prompt.id):
+                    scores[metric] = score
+            yield prompt, k, video, scores
+
+
 def collect_scores(grid: Grid, store: RunStore, prompts: list[BenchPrompt]) -> pd.DataFrame:
     """Every current per-video score of the grid's cells over `prompts` (long format, SCORE_COLUMNS)."""
-    rows = []
-    for cell in grid.cells:
-        stored = {(r["video"], r["metric"]): r for r in store.read_scores(cell.id)}
-        for prompt in prompts:
-            for k in range(grid.samples_per_prompt):
-                video = f"{prompt.id}-{k}"
-                record = store.video_record(cell.id, video, seed_for(prompt.id, k, grid.seed))
-                if record is None:
-                    continue
-                for metric in grid.metrics:
-                    score = stored.get((video, metric))
-                    if score is not None and score["key"] == score_key(record, metric, prompt.id):
-                        rows.append((cell.label, cell.id, video, prompt.id, k, metric, score["value"]))
+    rows = [
+        (cell.label, cell.id, video, prompt.id, k, metric, score["value"])
+        for cell in grid.cells
+        for prompt, k, video, scores in current_scores(grid, store, cell, prompts)
+        for metric, score in scores.items()
+    ]
     return pd.DataFrame(rows, columns=list(SCORE_COLUMNS))
 
 

@@ -54,7 +54,7 @@ from bench.executors.work import (
 from bench.grids import Cell, Grid
 from bench.metrics import METRICS
 from bench.prompts import BenchPrompt, load_prompts
-from bench.results import collect_scores, results_table, write_results
+from bench.results import collect_scores, current_scores, results_table, write_results
 from bench.store import RunStore, provenance, resolve_run_dir
 
 PHASES = ("train", "generate", "score")
@@ -416,16 +416,8 @@ def run_status(store: RunStore, grid: Grid, limit: int | None = None) -> list[Ce
     prompts = load_prompts(grid.prompts, limit)
     statuses = []
     for cell in grid.cells:
-        stored = {(r["video"], r["metric"]): r.get("key") for r in store.read_scores(cell.id)}
-        videos = scores = 0
-        for prompt in prompts:
-            for k in range(grid.samples_per_prompt):
-                video = f"{prompt.id}-{k}"
-                record = store.video_record(cell.id, video, seed_for(prompt.id, k, grid.seed))
-                if record is None:
-                    continue
-                videos += 1
-                scores += sum(stored.get((video, m)) == score_key(record, m, prompt.id) for m in grid.metrics)
+        finished = list(current_scores(grid, store, cell, prompts))
+        videos, scores = len(finished), sum(len(current) for *_, current in finished)
         total_videos = len(prompts) * grid.samples_per_prompt
         statuses.append(
             CellStatus(
