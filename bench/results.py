@@ -27,7 +27,7 @@ from bench.prompts import BenchPrompt
 from bench.stats import bootstrap_mean
 from bench.store import RunStore
 
-SCORE_COLUMNS = ("cell", "cell_id", "video", "prompt_id", "sample", "metric", "value")
+SCORE_COLUMNS = ("cell", "cell_id", "video", "prompt_id", "sample", "metric", "value", "weight")
 
 
 def current_scores(grid: Grid, store: RunStore, cell, prompts: list[BenchPrompt]) -> Iterator[tuple[BenchPrompt, int, str, dict]]:
@@ -51,7 +51,7 @@ def current_scores(grid: Grid, store: RunStore, cell, prompts: list[BenchPrompt]
 def collect_scores(grid: Grid, store: RunStore, prompts: list[BenchPrompt]) -> pd.DataFrame:
     """Every current per-video score of the grid's cells over `prompts` (long format, SCORE_COLUMNS)."""
     rows = [
-        (cell.label, cell.id, video, prompt.id, k, metric, score["value"])
+        (cell.label, cell.id, video, prompt.id, k, metric, score["value"], score.get("weight"))
         for cell in grid.cells
         for prompt, k, video, scores in current_scores(grid, store, cell, prompts)
         for metric, score in scores.items()
@@ -75,8 +75,10 @@ def results_table(grid: Grid, scores: pd.DataFrame) -> pd.DataFrame:
         row["videos"] = int(mine["video"].nunique())
         for metric in grid.metrics:
             spec = METRICS.get(metric)
-            values = [float(v) for v in mine.loc[mine["metric"] == metric, "value"] if v is not None and not _is_nan(v)]
-            value = aggregate(values, spec) if values else math.nan
+            scored = mine[(mine["metric"] == metric) & mine["value"].notna()]
+            values = [float(v) for v in scored["value"]]
+            weights = [None if w is None or _is_nan(w) else float(w) for w in scored["weight"]]  # VBench's weighted rules
+            value = aggregate(values, spec, weights if any(w is not None for w in weights) else None) if values else math.nan
             low = high = math.nan
             if values and spec.aggregation == "mean":
                 estimate = bootstrap_mean(values, name=metric)

@@ -193,10 +193,10 @@ def _unit_id(cell: Cell, stage: str, upstream: dict[str, str]) -> str:
 
 
 def plan_scores(
-    grid: Grid, prompts: list[BenchPrompt], store: RunStore, force: bool = False
+    grid: Grid, prompts: list[BenchPrompt], store: RunStore, force: bool = False, metrics: tuple[str, ...] | None = None
 ) -> tuple[list[ScoringJob], int, int]:
     """(one scoring job per cell and metric backend with pending scores, scores already current,
-    videos not generated)."""
+    videos not generated); `metrics`: only these of the grid's metrics (default: all)."""
     by_id = {prompt.id: prompt for prompt in prompts}
     jobs, current, missing = [], 0, 0
     for cell in grid.cells:
@@ -209,7 +209,7 @@ def plan_scores(
                 if record is None:
                     missing += 1
                     continue
-                for metric in grid.metrics:
+                for metric in grid.metrics if metrics is None else metrics:
                     key = score_key(record, metric, prompt.id)
                     if not force and stored.get((video, metric)) == key:
                         current += 1
@@ -237,17 +237,21 @@ def run_grid(
     progress: Progress | None = None,
     phases: tuple[str, ...] = PHASES,
     cache_dir: str | os.PathLike | None = None,
+    score_metrics: tuple[str, ...] | None = None,
 ) -> RunSummary:
     """Train, generate, score and tabulate `grid` into `store` (see the module docstring).
 
     `executor`: an Executor or a key of EXECUTORS; `limit`: the first N prompts only; `phases`: a
     subset of PHASES ("generate" trains what it needs); `cache_dir`: the training cache (default
-    $ARLON_CACHE_DIR, else ~/.cache/arlon-bench). Unit failures are collected in the summary.
+    $ARLON_CACHE_DIR, else ~/.cache/arlon-bench); `score_metrics`: score only these of the grid's
+    metrics (`arlon-bench score --metrics/--backend`). Unit failures are collected in the summary.
     """
     unknown = [phase for phase in phases if phase not in PHASES]
     if unknown:
         raise BenchError(f"unknown phase(s) {unknown} (choices: {', '.join(PHASES)})")
     store = store if isinstance(store, RunStore) else RunStore(store)
+    if score_metrics:
+        grid = with_metrics(grid, score_metrics)
     progress = progress or no_progress
     prompts = load_prompts(grid.prompts, limit)
     owns_executor = isinstance(executor, str)
@@ -257,11 +261,17 @@ def run_grid(
         try:
             context = WorkContext(str(store.root.resolve()), str(cache_root(cache_dir).resolve()), executor.device)
             summary = RunSummary(store.root, grid.name, len(grid.cells), {phase: PhaseCounts() for phase in PHASES})
-            run = _Run(grid, store, executor, prompts, force, progress, context, summary)
+            run = _Run(grid, store, executor, prompts, force, progress, context, summary, score_metrics)
             return _run_locked(run, limit, phases)
         finally:
             if owns_executor:
                 executor.close()
+
+
+def with_metrics(grid: Grid, metrics: tuple[str, ...]) -> Grid:
+    """The grid with `metrics` added to its own (and to the document saved as the run's grid.yaml)."""
+    merged = tuple(dict.fromkeys(grid.metrics + tuple(metrics)))
+    return dataclasses.replace(grid, metrics=merged, document={**grid.document, "metrics": list(merged)})
 
 
 @dataclass
@@ -276,6 +286,7 @@ class _Run:
     progress: Progress
     context: WorkContext
     summary: RunSummary
+    score_metrics: tuple[str, ...] | None = None
 
 
 def _run_locked(run: _Run, limit: int | None, phases: tuple[str, ...]) -> RunSummary:
@@ -377,7 +388,7 @@ def _train_and_generate(run: _Run, generate: bool) -> None:
 
 def _score(run: _Run) -> None:
     clock = time.perf_counter()
-    jobs, current, _ = plan_scores(run.grid, run.prompts, run.store, run.force)
+    jobs, current, _ = plan_scores(run.grid, run.prompts, run.store, run.force, run.score_metrics)
     failures = run.executor.score(jobs, run.context, run.store.add_scores, run.progress) if jobs else []
     run.summary.failures.extend(failures)
     scores = run.summary.counts["score"]

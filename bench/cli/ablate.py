@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Annotated, Callable, Iterator, Optional
+
+import typer
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -25,7 +27,10 @@ from bench.cli.run_options import (
 )
 from bench.cli.sample import parse_device
 from bench.cli.tables import counts_line, failures_rich_table, results_rich_table
+from bench.errors import BenchError
 from bench.executors import make_executor
+from bench.metrics import METRICS
+from bench.metrics.backends import SCORING_BACKENDS
 from bench.grids import Grid, load_grid
 from bench.runner import PHASES, RunSummary, open_run, run_grid
 from bench.store import DEFAULT_RUNS_DIR, RunStore
@@ -58,7 +63,19 @@ SCORE_EXAMPLES = """Examples:
   arlon-bench score runs/layers
 
   arlon-bench score layers --force                                # rescore every video
+
+  arlon-bench score layers --backend vbench                       # the six VBench dims of the paper's ablations
+
+  arlon-bench score layers --metrics subject_consistency,temporal_flickering_formula
+
+Scores already in the per-video score cache (ARLON_SCORE_CACHE, default ~/.cache/arlon-bench/scores)
+are reused; --backend vbench needs `arlon-bench vbench setup` and the weights `arlon-bench vbench doctor` lists.
 """
+# The VBench dimensions of the paper's ablation tables (Table 3): `--backend vbench` without --metrics.
+ABLATION_DIMENSIONS = (
+    "subject_consistency", "background_consistency", "motion_smoothness",
+    "dynamic_degree", "aesthetic_quality", "imaging_quality",
+)
 
 
 @contextmanager
@@ -87,6 +104,7 @@ def _run(
     device: str | None,
     force: bool,
     limit: int | None,
+    score_metrics: tuple[str, ...] | None = None,
 ) -> None:
     console = Console()
     torch_device = parse_device(device)
@@ -98,7 +116,10 @@ def _run(
     )
     try:
         with run_progress(console) as progress:
-            summary = run_grid(grid, store, runner, force=force, limit=limit, progress=progress, phases=phases)
+            summary = run_grid(
+                grid, store, runner, force=force, limit=limit, progress=progress, phases=phases,
+                score_metrics=score_metrics,
+            )
     finally:
         runner.close()
     show_summary(console, grid, summary)
@@ -156,6 +177,13 @@ def generate(
 
 def score(
     run: RunArg,
+    metrics: Annotated[
+        Optional[str], typer.Option("--metrics", help="Comma-separated metrics to score (added to the run's table).")
+    ] = None,
+    backend: Annotated[
+        Optional[str],
+        typer.Option("--backend", help="Only metrics of this backend: vbench, toyworld, formula (vbench alone: Table 3's six dims)."),
+    ] = None,
     executor: ExecutorOpt = "local",
     address: AddressOpt = None,
     workers: WorkersOpt = None,
@@ -163,4 +191,26 @@ def score(
 ) -> None:
     """Score the videos of a run (those without a current score; all with --force) and write the table."""
     store, grid, limit = open_run(run)
-    _run(grid, store, ("score",), executor, address, workers, None, force, limit)
+    chosen = scoring_metrics(grid, metrics, backend)
+    _run(grid, store, ("score",), executor, address, workers, None, force, limit, chosen)
+
+
+def scoring_metrics(grid: Grid, metrics: str | None, backend: str | None) -> tuple[str, ...] | None:
+    """The metrics `score` computes: --metrics, else the grid's, kept to --backend's (None: the grid's)."""
+    if metrics is None and backend is None:
+        return None
+    names = tuple(m.strip() for m in metrics.split(",") if m.strip()) if metrics else grid.metrics
+    for name in names:
+        METRICS.get(name)  # ConfigError with close matches for a typo
+    if backend is not None:
+        SCORING_BACKENDS.get(backend)
+        if metrics is None:
+            names = tuple(m for m in names if METRICS.get(m).backend == backend)
+            if not names and backend == "vbench":
+                names = ABLATION_DIMENSIONS
+        wrong = [m for m in names if METRICS.get(m).backend != backend]
+        if wrong:
+            raise BenchError(f"{', '.join(wrong)} not computed by the {backend} backend (--backend keeps only its own metrics)")
+    if not names:
+        raise BenchError(f"no metric to score: the grid lists none of backend {backend!r}; name them with --metrics")
+    return names

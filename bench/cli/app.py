@@ -24,6 +24,7 @@ from bench.cli import status as status_command
 from bench.cli import toy_eval as toy_eval_command
 from bench.cli import train as train_command
 from bench.cli import validate as validate_command
+from bench.cli import vbench as vbench_command
 
 app = typer.Typer(
     name="arlon-bench",
@@ -43,6 +44,9 @@ app.command(name="report", epilog=report_command.EXAMPLES)(report_command.report
 app.command(name="status", epilog=status_command.EXAMPLES)(status_command.status)
 app.command(name="grids", epilog=grids_command.EXAMPLES)(grids_command.grids)
 app.command(name="validate", epilog=validate_command.EXAMPLES)(validate_command.validate)
+app.add_typer(vbench_command.app, name="vbench")
+app.command(name="export-vbench", epilog=vbench_command.EXPORT_EXAMPLES)(vbench_command.export_vbench)
+app.command(name="import-vbench", epilog=vbench_command.IMPORT_EXAMPLES)(vbench_command.import_vbench)
 
 
 def _show_version(value: bool) -> None:

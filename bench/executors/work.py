@@ -9,7 +9,9 @@ Ray) runs these same functions, so they write the same files to the same store.
   from its own pipeline call, so any executor with any number of workers makes the same videos.
 - `ScoreUnit`: one (video, metric). A score is keyed by the video's content hash, the metric's
   name, backend and version (and the reference video's hash when the metric reads it), so a score
-  is reused exactly when it would come out the same.
+  is reused exactly when it would come out the same. Scoring looks in the per-video score cache
+  shared by all runs first (`bench.metrics.cache`), then hands the rest of a job to the metric's
+  backend (`bench.metrics.backends`: in-process functions, or VBench's official package).
 
 A `GenerationJob` / `ScoringJob` groups the units of one cell, so that a worker loads the cell's
 checkpoints once for all of them.
@@ -18,7 +20,6 @@ checkpoints once for all of them.
 from __future__ import annotations
 
 import hashlib
-import math
 import time
 import traceback
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ import numpy as np
 import torch
 
 from arlon.config import ArlonConfig
-from arlon.data.video_io import read_video, write_video
+from arlon.data.video_io import write_video
 from arlon.models.ar_transformer import ARTransformer
 from arlon.models.latent_vq import LatentVQVAE
 from arlon.pipelines.arlon import (
@@ -47,7 +48,11 @@ from arlon.training.cache import TrainingSession, hash_json, link_or_copy
 from arlon.training.common import TrainConfig
 from arlon.training.data import DataConfig
 from bench.grids import Cell
-from bench.metrics import METRICS, compute_metric
+from bench.errors import BenchError
+from bench.metrics import METRICS
+from bench.metrics.backends import MetricFailure, VideoToScore, make_backend
+from bench.metrics.cache import ScoreCache, score_cache_key
+from bench.metrics.registry import MetricValue
 from bench.prompts import BenchPrompt
 from bench.store import RunStore, file_sha256
 
@@ -329,40 +334,38 @@ def run_generation_job(
 # ---------------------------------------------------------------------------------------------
 
 
-def score_record(unit: ScoreUnit, value: float | None) -> dict:
+def score_record(unit: ScoreUnit, value: MetricValue | float | None, cached: bool = False) -> dict:
+    """The store's record of one (video, metric) score; `weight` and `details` when the metric gives them."""
     spec = METRICS.get(unit.metric)
-    return {
+    result = value if isinstance(value, MetricValue) else MetricValue(value)
+    record = {
         "video": unit.video,
         "prompt_id": unit.prompt_id,
         "sample": unit.sample,
         "metric": unit.metric,
         "backend": spec.backend,
         "version": spec.version,
-        "value": value,
+        "value": result.value,
         "key": unit.key,
     }
+    if result.weight is not None:
+        record["weight"] = result.weight
+    if result.details:
+        record["details"] = result.details
+    if cached:
+        record["cached"] = True
+    return record
 
 
-def score_video_units(units: Sequence[ScoreUnit], prompt: BenchPrompt, store: RunStore) -> tuple[list[dict], list[UnitFailure]]:
-    """Score one video for each of its units' metrics (the video is read once)."""
-    first = units[0]
-    needs_reference = any("reference_video" in METRICS.get(u.metric).inputs for u in units)
-    frames, fps = read_video(store.video_path(first.cell_id, first.video))
-    reference = None
-    reference_path = store.reference_path(first.cell_id, first.video)
-    if needs_reference and reference_path.is_file():
-        reference = read_video(reference_path)[0]
-    inputs = {"video": frames, "scene": prompt.scene, "prompt": prompt.text, "reference_video": reference, "fps": fps}
-    records, failures = [], []
-    for unit in units:
-        try:
-            value = compute_metric(METRICS.get(unit.metric), inputs)
-            if value is not None and not math.isfinite(value):
-                raise ValueError(f"{unit.metric} returned {value}")
-            records.append(score_record(unit, value))
-        except Exception as err:
-            failures.append(failure("score", f"{unit.video} {unit.metric}", err))
-    return records, failures
+def _cache_keys(units: Sequence[ScoreUnit], prompt: BenchPrompt, video_record: dict) -> dict[str, str]:
+    """{metric: score-cache key} of one video's units."""
+    return {
+        unit.metric: score_cache_key(
+            METRICS.get(unit.metric), video_record["sha256"], prompt_id=prompt.id, prompt_text=prompt.text,
+            auxiliary=prompt.auxiliary or None, reference_sha256=video_record.get("reference_sha256"),
+        )
+        for unit in units
+    }
 
 
 def run_scoring_job(
@@ -370,24 +373,65 @@ def run_scoring_job(
     context: WorkContext,
     commit: Callable[[str, list[dict]], None],
     on_video: Callable[[int], None] | None = None,
+    cache: ScoreCache | None = None,
 ) -> list[UnitFailure]:
-    """Score every unit of the job, video by video: `commit(cell_id, records)` after each video,
-    then `on_video(number of units of that video)`."""
+    """Score every unit of the job: first from the per-video score cache (`bench.metrics.cache`),
+    then the rest with the job's backend (`bench.metrics.backends`). `commit(cell_id, records)`
+    after each video, then `on_video(number of units of that video)`."""
     store = RunStore(context.store_root)
+    cache = ScoreCache() if cache is None else cache
     prompts = {p.id: p for p in job.prompts}
     by_video: dict[str, list[ScoreUnit]] = {}
     for unit in job.units:
         by_video.setdefault(unit.video, []).append(unit)
-    failures = []
+    failures: list[UnitFailure] = []
+    pending: dict[str, list[ScoreUnit]] = {}  # video -> units the cache does not hold
+    keys: dict[str, dict[str, str]] = {}
     for video, units in by_video.items():
-        try:
-            records, failed = score_video_units(units, prompts[units[0].prompt_id], store)
-            failures.extend(failed)
-            commit(job.cell_id, records)
-        except Exception as err:
-            failures.append(failure("score", video, err))
-        if on_video is not None:
+        record = store.video_record(job.cell_id, video)
+        if record is None:
+            failures.extend(failure("score", f"{video} {u.metric}", BenchError("the video has no record")) for u in units)
+            continue
+        keys[video] = _cache_keys(units, prompts[units[0].prompt_id], record)
+        hits = [(u, cache.get(keys[video][u.metric])) for u in units]
+        found = [score_record(u, value, cached=True) for u, value in hits if value is not None]
+        if found:
+            commit(job.cell_id, found)
+        missing = [u for u, value in hits if value is None]
+        if missing:
+            pending[video] = missing
+        elif on_video is not None:
             on_video(len(units))
+    if not pending:
+        return failures
+    metrics = list(dict.fromkeys(u.metric for units in pending.values() for u in units))
+    items = [
+        VideoToScore(
+            video, store.video_path(job.cell_id, video), prompts[units[0].prompt_id],
+            store.reference_path(job.cell_id, video),
+        )
+        for video, units in pending.items()
+    ]
+    try:
+        backend = make_backend(job.backend)
+        for result in backend.score(items, metrics):
+            if isinstance(result, MetricFailure):
+                failures.append(UnitFailure("score", f"{result.metric} ({len(result.videos)} video(s))", result.error))
+                continue
+            units = pending.get(result.video, [])
+            records = []
+            for unit in units:
+                if unit.metric in result.values:
+                    value = result.values[unit.metric]
+                    records.append(score_record(unit, value))
+                    cache.put(keys[result.video][unit.metric], value, unit.metric)
+                elif unit.metric in result.errors:
+                    failures.append(UnitFailure("score", f"{unit.video} {unit.metric}", result.errors[unit.metric]))
+            commit(job.cell_id, records)
+            if on_video is not None:
+                on_video(len(by_video[result.video]))
+    except Exception as err:  # the backend itself broke: every pending unit of the job fails with it
+        failures.append(failure("score", f"{job.backend} backend ({len(pending)} video(s))", err))
     return failures
 
 

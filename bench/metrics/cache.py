@@ -1,0 +1,94 @@
+"""Per-video score cache shared by every run on this machine (issue 5).
+
+A score depends only on the video's bytes and the metric's definition (name, backend, version),
+plus the prompt and VBench auxiliary info when the metric reads them and the reference video's
+bytes when it compares with one. `score_cache_key` hashes exactly those, so two runs (or two cells,
+or a re-run after adding prompts) that hold the same video reuse its scores, and bumping a metric's
+version invalidates only that metric.
+
+Layout: `<root>/<key[:2]>/<key>.json`, one small JSON per (video, metric) holding the value, its
+aggregation weight and details; written atomically (temporary file + rename), so concurrent
+workers never read half a file and the last writer of an equal key writes the same content.
+Root: `$ARLON_SCORE_CACHE`, else `~/.cache/arlon-bench/scores`; `ARLON_SCORE_CACHE=off` turns the
+cache off.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from arlon.checkpoints.io import atomic_write_json
+from arlon.training.cache import hash_json
+from bench.metrics.registry import MetricSpec, MetricValue
+
+CACHE_ENV = "ARLON_SCORE_CACHE"
+DEFAULT_CACHE = Path("~/.cache/arlon-bench/scores")
+DISABLED = ("off", "0", "none")
+# Inputs that make a score depend on the prompt (a toy scene is the prompt's ground truth).
+PROMPT_INPUTS = ("prompt", "scene", "auxiliary")
+
+
+def score_cache_root() -> Path | None:
+    """The cache folder, or None when `ARLON_SCORE_CACHE=off`."""
+    configured = os.environ.get(CACHE_ENV)
+    if configured is not None and configured.strip().lower() in DISABLED:
+        return None
+    return Path(configured or DEFAULT_CACHE).expanduser()
+
+
+def score_cache_key(
+    spec: MetricSpec,
+    video_sha256: str,
+    *,
+    prompt_id: str | None = None,
+    prompt_text: str | None = None,
+    auxiliary: dict | None = None,
+    reference_sha256: str | None = None,
+) -> str:
+    """What a per-video score depends on, hashed; the prompt only for metrics that read it."""
+    reads_prompt = any(name in spec.inputs for name in PROMPT_INPUTS)
+    return hash_json(
+        {
+            "video": video_sha256,
+            "metric": spec.name,
+            "backend": spec.backend,
+            "version": spec.version,
+            "prompt": [prompt_id, prompt_text] if reads_prompt else None,
+            "auxiliary": auxiliary if "auxiliary" in spec.inputs else None,
+            "reference": reference_sha256 if "reference_video" in spec.inputs else None,
+        }
+    )
+
+
+class ScoreCache:
+    """get/put of per-video `MetricValue`s by `score_cache_key`; a no-op when disabled."""
+
+    def __init__(self, root: str | os.PathLike | None = None, enabled: bool = True):
+        resolved = Path(root).expanduser() if root is not None else score_cache_root()
+        self.root = resolved if enabled else None
+
+    @property
+    def enabled(self) -> bool:
+        return self.root is not None
+
+    def path(self, key: str) -> Path:
+        assert self.root is not None
+        return self.root / key[:2] / f"{key}.json"
+
+    def get(self, key: str) -> MetricValue | None:
+        if self.root is None:
+            return None
+        path = self.path(key)
+        try:
+            entry = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            return None  # absent (or unreadable: scored again and rewritten)
+        return MetricValue(entry["value"], entry.get("weight"), entry.get("details"))
+
+    def put(self, key: str, value: MetricValue, metric: str) -> None:
+        if self.root is None:
+            return
+        entry = {"metric": metric, "value": value.value, "weight": value.weight, "details": value.details}
+        atomic_write_json(self.path(key), entry)

@@ -1,0 +1,95 @@
+"""export-vbench / import-vbench round trip and the leaderboard's Quality / Semantic / Total."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from bench.cli.app import app
+from bench.metrics.vbench.results_io import LEADERBOARD, import_results, leaderboard_scores
+from bench.prompts import load_prompts
+from bench.runner import report_run
+from fake_run import make_fake_run
+
+
+@pytest.fixture(autouse=True)
+def score_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("ARLON_SCORE_CACHE", str(tmp_path / "score-cache"))
+
+
+def test_leaderboard_uses_vbench_constants():
+    perfect = {d: high for d, (low, high, weight, group) in LEADERBOARD.items()}
+    board = leaderboard_scores(perfect)
+    assert board.quality == pytest.approx(1.0) and board.semantic == pytest.approx(1.0) and board.total == pytest.approx(1.0)
+    assert board.missing == ()
+    # dynamic degree weighs 0.5 of a dimension in the quality sum (divisor 6.5)
+    half = leaderboard_scores({**perfect, "dynamic_degree": 0.0})
+    assert half.quality == pytest.approx(6.0 / 6.5) and half.total == pytest.approx((4 * 6.0 / 6.5 + 1) / 5)
+    # a missing dimension counts as 0 before normalising, as VBench's script does (so it can go negative)
+    partial = leaderboard_scores({"subject_consistency": 0.9})
+    assert partial.normalised["subject_consistency"] == pytest.approx((0.9 - 0.1462) / (1 - 0.1462))
+    assert partial.normalised["motion_smoothness"] == pytest.approx((0 - 0.706) / (0.9975 - 0.706))
+    assert "scene" in partial.missing and len(partial.missing) == len(LEADERBOARD) - 1
+
+
+def test_export_then_import_lands_vbench_results_in_the_store(tmp_path):
+    store, grid = make_fake_run(tmp_path / "r")
+    out = tmp_path / "export"
+    runner = CliRunner()
+    result = runner.invoke(app, ["export-vbench", str(store.root), str(out)])
+    assert result.exit_code == 0, result.output
+    prompts = load_prompts(grid.prompts)
+    cell = grid.cells[0]
+    folder = out / cell.id
+    names = sorted(p.name for p in folder.glob("*.mp4"))
+    assert names == sorted(f"{p.text}-{k}.mp4" for p in prompts for k in range(2))  # VBench's {prompt}-{i}.mp4
+    assert json.loads((folder / "prompt_file.json").read_text())[f"{prompts[0].text}-1.mp4"] == prompts[0].text
+
+    # What VBench writes: dimension -> [aggregate, [per-video dicts]] (dynamic degree booleans,
+    # imaging quality 0-100 per video, background with cnt_per_video).
+    videos = [str(p) for cell_folder in sorted(out.iterdir()) for p in sorted(cell_folder.glob("*.mp4"))]
+    results = {
+        "imaging_quality": [0.5, [{"video_path": v, "video_results": 40.0 + i} for i, v in enumerate(videos)]],
+        "dynamic_degree": [0.5, [{"video_path": v, "video_results": i % 2 == 0} for i, v in enumerate(videos)]],
+        "background_consistency": [0.9, [{"video_path": v, "video_results": 0.9, "video_sim": 4.5, "cnt_per_video": 5}
+                                         for v in videos]],
+        "subject_consistency": [0.95, [{"video_path": v, "video_results": 0.95} for v in videos]],
+        "human_action": [0.1, []],
+    }
+    results_path = tmp_path / "results_eval_results.json"
+    results_path.write_text(json.dumps(results))
+    imported = runner.invoke(app, ["import-vbench", str(results_path)])
+    assert imported.exit_code == 0, imported.output
+    assert f"imaging_quality: {len(videos)} per-video scores" in imported.output and "human_action: not a dimension" in imported.output
+    assert "leaderboard" in imported.output
+
+    records = {(r["video"], r["metric"]): r for r in store.read_scores(cell.id)}
+    first = f"{prompts[0].id}-0"
+    index = videos.index(str(folder / f"{prompts[0].text}-0.mp4"))
+    assert records[(first, "imaging_quality")]["value"] == 40.0 + index
+    assert records[(first, "dynamic_degree")]["value"] == (1.0 if index % 2 == 0 else 0.0)
+    assert records[(first, "background_consistency")]["weight"] == 5.0
+    assert records[(first, "subject_consistency")]["weight"] == 5.0  # 6 frames: 5 pairs
+    assert all(r["backend"] == "vbench" for r in records.values())
+
+    # the scores count as current for the run: its table shows them with VBench's aggregation rules
+    grid_metrics = ("imaging_quality", "dynamic_degree", "background_consistency", "subject_consistency")
+    from bench.runner import with_metrics
+
+    store.save_grid(with_metrics(grid, grid_metrics), None)
+    table, _ = report_run(store, with_metrics(grid, grid_metrics))
+    row = table.set_index("cell_id").loc[cell.id]
+    mine = [i for i, v in enumerate(videos) if v.startswith(str(folder))]
+    assert row["imaging_quality"] == pytest.approx(sum(40 + i for i in mine) / len(mine) / 100)
+    assert row["dynamic_degree"] == pytest.approx(0.5) and row["background_consistency"] == pytest.approx(0.9)
+
+
+def test_import_reports_results_that_match_no_exported_video(tmp_path):
+    results = tmp_path / "r.json"
+    results.write_text(json.dumps({"aesthetic_quality": [0.5, [{"video_path": "/elsewhere/a cat-0.mp4", "video_results": 0.5}]]}))
+    summary = import_results(results)
+    assert summary.unmatched == ["/elsewhere/a cat-0.mp4"] and summary.imported == {}
+    result = CliRunner().invoke(app, ["import-vbench", str(results)])
+    assert result.exit_code == 1 and "matched no exported video" in result.output
