@@ -3,7 +3,8 @@ behind it.
 
 Each metric gets three columns: `<metric>` (the metric's aggregation of its per-video values, the
 mean for every toy-world metric) and `<metric>_low` / `<metric>_high`, the 95% percentile-bootstrap
-interval of the mean over videos (`bench.stats.bootstrap_mean`; blank for other aggregations).
+interval of the mean, resampling prompts with all their videos (`bench.stats.cluster_bootstrap_mean`;
+blank for other aggregations).
 Videos where a metric does not apply (None, e.g. no reference video) are left out of its column.
 Only scores whose key matches the video now in the store count, so a regenerated video's old
 scores never leak into the table.
@@ -24,7 +25,7 @@ from bench.executors.work import score_key, seed_for
 from bench.grids import Grid
 from bench.metrics import METRICS, aggregate
 from bench.prompts import BenchPrompt
-from bench.stats import bootstrap_mean
+from bench.stats import cluster_bootstrap_mean
 from bench.store import RunStore
 
 SCORE_COLUMNS = ("cell", "cell_id", "video", "prompt_id", "sample", "metric", "value", "weight")
@@ -81,7 +82,7 @@ def results_table(grid: Grid, scores: pd.DataFrame) -> pd.DataFrame:
             value = aggregate(values, spec, weights if any(w is not None for w in weights) else None) if values else math.nan
             low = high = math.nan
             if values and spec.aggregation == "mean":
-                estimate = bootstrap_mean(values, name=metric)
+                estimate = cluster_bootstrap_mean(values, list(scored["prompt_id"]), name=metric)
                 low, high = estimate.low, estimate.high
             row[metric], row[f"{metric}_low"], row[f"{metric}_high"] = value, low, high
         rows.append(row)
@@ -99,7 +100,7 @@ def markdown_table(grid: Grid, table: pd.DataFrame) -> str:
         f"# {grid.name}" + (f": {grid.description}" if grid.description else ""),
         "",
         f"{grid.samples_per_prompt} video(s) per prompt, prompts: {grid.prompts.kind}; "
-        "mean over videos with its 95% bootstrap interval.",
+        "mean over videos with its 95% bootstrap interval over prompts.",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "|".join("---" for _ in header) + "|",

@@ -32,6 +32,7 @@ from bench.executors import make_executor
 from bench.metrics import METRICS
 from bench.metrics.backends import SCORING_BACKENDS
 from bench.grids import Grid, load_grid
+from bench.report import write_report
 from bench.runner import PHASES, RunSummary, open_run, run_grid
 from bench.store import DEFAULT_RUNS_DIR, RunStore
 
@@ -122,6 +123,9 @@ def _run(
             )
     finally:
         runner.close()
+    if summary.table is not None:  # the run ends with its report (tables, figures, report.html)
+        report = write_report(store, grid, limit)
+        summary.files.update({f"report/{name}": path for name, path in report.files.items()})
     show_summary(console, grid, summary)
 
 

@@ -16,6 +16,7 @@ from rich.console import Console
 
 from arlon.errors import ArlonError
 from bench.cli import ablate as ablate_command
+from bench.cli import compare as compare_command
 from bench.cli import grids as grids_command
 from bench.cli import perf as perf_command
 from bench.cli import report as report_command
@@ -41,6 +42,7 @@ app.command(name="ablate", epilog=ablate_command.ABLATE_EXAMPLES)(ablate_command
 app.command(name="generate", epilog=ablate_command.GENERATE_EXAMPLES)(ablate_command.generate)
 app.command(name="score", epilog=ablate_command.SCORE_EXAMPLES)(ablate_command.score)
 app.command(name="report", epilog=report_command.EXAMPLES)(report_command.report)
+app.command(name="compare", epilog=compare_command.EXAMPLES)(compare_command.compare)
 app.command(name="status", epilog=status_command.EXAMPLES)(status_command.status)
 app.command(name="grids", epilog=grids_command.EXAMPLES)(grids_command.grids)
 app.command(name="validate", epilog=validate_command.EXAMPLES)(validate_command.validate)

@@ -1,12 +1,19 @@
-"""`arlon-bench report`: the results table of a run as Markdown and CSV, from the scores it holds."""
+"""`arlon-bench report`: a run's tables (paper layouts, intervals over prompts, paired differences),
+figures and HTML page, from the scores it holds; computes nothing new."""
 
 from __future__ import annotations
 
+from typing import Annotated, Optional
+
+import typer
 from rich.console import Console
 
 from bench.cli.run_options import RunArg
 from bench.cli.tables import results_rich_table
+from bench.grids import Grid
+from bench.report import Report, write_report
 from bench.runner import open_run, report_run
+from bench.store import RunStore
 
 EXAMPLES = """Examples:
 
@@ -14,15 +21,38 @@ EXAMPLES = """Examples:
 
   arlon-bench report layers                                      # a run name under ./runs
 
-Writes results.md, results.csv (+ results.parquet with pyarrow) and scores.csv in the run folder.
+  arlon-bench report runs/table3 --out paper/tables --videos 0    # no video grid in the page
+
+Writes results.md, results.csv (+ results.parquet with pyarrow) and scores.csv in the run folder,
+and under <run>/report/: tables.md, tables.tex (booktabs), tables.csv, summary.csv, figures/*.png
+and *.pdf, and report.html (self-contained: tables, figures, videos, provenance).
 """
 
+ReportOutOpt = Annotated[Optional[str], typer.Option("--out", help="Report folder (default: <run>/report).")]
+VideosOpt = Annotated[int, typer.Option("--videos", help="Prompts in the page's video grid (0: none).")]
 
-def report(run: RunArg) -> None:
-    """Write a run's results table (Markdown + CSV) from its stored scores; computes nothing new."""
+
+def print_report(console: Console, report: Report) -> None:
+    """Where the report's files are, the page last."""
+    for name, path in report.files.items():
+        if name != "report.html":
+            console.print(f"wrote {path}", highlight=False, soft_wrap=True)
+    console.print(f"wrote {len(report.figures)} figure(s) (PNG + PDF) in {report.directory / 'figures'}", highlight=False, soft_wrap=True)
+    console.print(f"report: {report.files['report.html']}", highlight=False, soft_wrap=True)
+
+
+def write_run_report(console: Console, store: RunStore, grid: Grid, limit: int | None, out: str | None = None, videos: int = 6) -> Report:
+    report = write_report(store, grid, limit, out=out, video_prompts=videos)
+    print_report(console, report)
+    return report
+
+
+def report(run: RunArg, out: ReportOutOpt = None, videos: VideosOpt = 6) -> None:
+    """Write a run's tables, figures and HTML report from its stored scores; computes nothing new."""
     store, grid, limit = open_run(run)
     table, files = report_run(store, grid, limit)
     console = Console()
     console.print(results_rich_table(grid, table))
     for path in files.values():
-        console.print(f"wrote {path}", highlight=False)
+        console.print(f"wrote {path}", highlight=False, soft_wrap=True)
+    write_run_report(console, store, grid, limit, out, videos)

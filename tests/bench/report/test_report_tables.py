@@ -1,0 +1,111 @@
+"""Report tables: layouts, paper columns only where configurations match, best marks, and the
+Markdown / LaTeX / CSV renderings (golden files; regenerate on purpose with ARLON_UPDATE_GOLDEN=1
+and read the diff)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from bench.grids import load_grid
+from bench.report.stats import summarize
+from bench.report.tables import build_tables, table1, table2, table3, table3_row_matches, to_latex, to_markdown, to_records
+from tests.bench.mini_run import write_mini_grid
+from tests.bench.report.report_data import TABLE2_METRICS, synthetic_scores, table3_grid
+
+GOLDEN = Path(__file__).parent / "golden"
+PAPER_TABLE3 = pd.read_csv(Path(__file__).resolve().parents[3] / "reports" / "reference" / "table3_ablation.csv")
+
+
+def check_golden(name: str, text: str) -> None:
+    path = GOLDEN / name
+    if os.environ.get("ARLON_UPDATE_GOLDEN") == "1":
+        path.write_text(text)
+    assert text == path.read_text(), f"{name} changed; if on purpose, rerun with ARLON_UPDATE_GOLDEN=1 and read the diff"
+
+
+@pytest.fixture(scope="module")
+def table3_run():
+    grid = table3_grid()
+    return grid, summarize(grid, synthetic_scores(grid, prompts=4, samples=1), resamples=500)
+
+
+def test_table3_rows_match_the_paper_rows_by_their_settings():
+    grid = table3_grid()
+    for cell in grid.cells:
+        matches = [row["row"] for row in PAPER_TABLE3.to_dict("records") if table3_row_matches(row, cell)]
+        assert matches == [cell.label]  # the shipped grid's rows are the paper's, one to one
+    # Rows that do not set the layers themselves now inject into 12 block pairs: no paper row has that.
+    changed = {cell.label: cell for cell in table3_grid(extra=["injection.layers=first:12"]).cells}
+    paper = {row["row"]: row for row in PAPER_TABLE3.to_dict("records")}
+    assert not table3_row_matches(paper["noise_gaussian"], changed["noise_gaussian"])
+    assert table3_row_matches(paper["layers_14"], changed["layers_14"])
+    assert not table3_row_matches(paper["layers_14"], changed["baseline"])
+
+
+def test_table3_layout_in_percent_with_paper_columns_best_marks_and_golden_renderings(table3_run):
+    grid, summary = table3_run
+    tables = build_tables(grid, summary)
+    assert [t.key for t in tables] == ["table3"]  # the layout already covers every cell and metric
+    table = tables[0]
+    assert table.percent and table.reported_columns
+    row = next(r for r in table.rows if r.label == "compress_4x8x8")
+    assert row.paper_row == "compress_4x8x8" and row.reported["dynamic_degree"] == 42.0
+    markdown = to_markdown(table)
+    assert "| row | subject_consistency ↑ | paper |" in markdown and "compare the direction" in markdown
+    best = table.best()["aesthetic_quality"]
+    assert best == {summary.loc[summary["metric"] == "aesthetic_quality"].sort_values("value").iloc[-1]["cell"]}
+    assert markdown.count("**") >= 2 * len(table.columns)
+    latex = to_latex(table)
+    assert "\\toprule" in latex and "\\midrule" in latex and "\\bottomrule" in latex and "\\textbf{" in latex
+    assert "↑" not in latex and "$\\uparrow$" in latex and "compress\\_4x8x8" in latex
+    check_golden("table3.md", markdown)
+    check_golden("table3.tex", latex)
+    records = to_records(table)
+    assert len(records) == 9 * 6 and records["is_best"].sum() >= 6
+    first = records[(records["row"] == "baseline") & (records["metric"] == "subject_consistency")].iloc[0]
+    assert first["paper_value"] == 97.79 and first["unit"] == "percent" and first["value"] > 50
+
+
+def test_table3_grid_with_other_metrics_shows_no_paper_numbers(tmp_path):
+    grid = load_grid("table3", ["metrics=[toy_colour_fidelity, toy_trajectory_error]"])
+    summary = summarize(grid, synthetic_scores(grid, prompts=3, samples=1, shift={"baseline": -0.2}), resamples=200)
+    table = table3(grid, summary)
+    assert not table.percent and not table.reported_columns and all(not r.reported for r in table.rows)
+    assert "no paper numbers" in table.caption
+    assert "toy_trajectory_error ↓" in to_markdown(table)
+    assert table.best()["toy_trajectory_error"] == {"baseline"}  # lower is better: the smallest mean
+    layers = load_grid(write_mini_grid(tmp_path))
+    assert table3(layers, summarize(layers, synthetic_scores(layers, prompts=2), resamples=200)) is None
+
+
+def test_generic_table_of_any_grid_has_one_row_per_cell_and_differences(tmp_path):
+    grid = load_grid(write_mini_grid(tmp_path))
+    summary = summarize(grid, synthetic_scores(grid, prompts=3, samples=2), resamples=200)
+    tables = build_tables(grid, summary)
+    assert [t.key for t in tables] == ["results"]
+    markdown = to_markdown(tables[0])
+    assert [r.label for r in tables[0].rows] == ["baseline", "layers=first:1", "layers=last:1"]
+    assert "Δ against the reference cell" in markdown and "| layers=last:1 | baseline |" in markdown
+    assert " p=" in markdown and "toy_temporal_flicker ↑" in markdown
+
+
+def test_table2_and_table1_layouts_append_the_paper_rows(tmp_path):
+    grid = load_grid(write_mini_grid(tmp_path), [f"metrics=[{', '.join(TABLE2_METRICS)}]"])
+    summary = summarize(grid, synthetic_scores(grid, prompts=3, samples=1), resamples=200)
+    table = table2(grid, summary)
+    assert [r.label for r in table.rows][:3] == ["baseline", "layers=first:1", "layers=last:1"]
+    paper = [r for r in table.rows if r.is_paper_row]
+    assert len(paper) == 11 and paper[-1].label == "ARLON (paper)" and paper[-1].reported["scene"] == 54.4
+    markdown = to_markdown(table)
+    assert "| ARLON (paper) | 52.80 |" in markdown
+    assert all(label not in table.best()["scene"] for label in ("ARLON (paper)", "Kling (paper)"))
+    assert table1(grid, summary) is None  # not a long-video grid
+    long_grid = load_grid(write_mini_grid(tmp_path), [f"metrics=[{', '.join(TABLE2_METRICS)}]"])
+    object.__setattr__(long_grid, "name", "long_video")
+    long_table = table1(long_grid, summary)
+    assert long_table is not None and [r.label for r in long_table.rows if r.is_paper_row][0] == "FreeNoise (paper)"
+    assert len(long_table.columns) == 7
