@@ -16,8 +16,11 @@ A tolerance per metric (`--tolerance METRIC=RULE`, or `RULE` for every metric) d
 change in the worse direction (by the metric's higher_is_better) is a regression:
 - `abs:X`: worse by more than X;
 - `rel:X`: worse by more than X times |baseline|;
-- `significant` (the default): the 95% paired-bootstrap interval of the change over prompts lies
-  entirely on the worse side of 0 (`bench.stats.paired_difference`; its p-value is shown too).
+- `significant` (the default): the change over the same (prompt, sample) videos is significant and
+  worse: its 95% paired-bootstrap interval lies entirely on the worse side of 0 AND its sign-flip
+  p-value is below 0.05 (`bench.stats.paired_difference`). Both are asked for because with few
+  prompts that changed, the percentile interval alone is too eager (two of eight prompts worse gives
+  an interval that excludes 0 at p = 0.25).
 
 `update_baseline` writes a run's scores, results table, grid, prompts and provenance into a
 baseline folder, deliberately replacing what was there.
@@ -71,7 +74,8 @@ class Tolerance:
             return worse_by > self.amount + slack
         if self.kind == "rel":
             return worse_by > self.amount * abs(baseline) + slack
-        return difference.high < -slack if higher_is_better else difference.low > slack
+        is_worse = difference.high < -slack if higher_is_better else difference.low > slack
+        return is_worse and difference.p_value < 1.0 - difference.confidence
 
 
 DEFAULT_TOLERANCE = Tolerance("significant")

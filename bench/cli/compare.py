@@ -22,7 +22,8 @@ EXAMPLES = """Examples:
   arlon-bench compare runs/smoke smoke --update-baseline          # deliberately rewrite the baseline
 
 Tolerances: METRIC=abs:X (worse by more than X), METRIC=rel:X (by more than X*|baseline|),
-METRIC=significant (the 95% paired interval over prompts lies on the worse side of 0; the default);
+METRIC=significant (the 95% paired interval over prompts lies on the worse side of 0 and p < 0.05;
+the default);
 a rule without METRIC= applies to every metric without its own.
 Exit code 0: within tolerance; 1: a regression; 2: unusable input (what differs is printed).
 """

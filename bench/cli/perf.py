@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from arlon.checkpoints.io import atomic_write_json
+from arlon.checkpoints.io import atomic_write_bytes, atomic_write_json
 from arlon.presets import get_preset
 from bench.cli.options import DeviceOpt, DtypeOpt, PresetOpt, SetOpt
 from bench.cli.progress import rich_progress
@@ -19,6 +19,7 @@ from bench.cli.sample import DTYPES, parse_device
 from bench.errors import BenchError
 from bench.overrides import apply_overrides
 from bench.perf import measure_components
+from bench.report.efficiency import efficiency_markdown
 
 EXAMPLES = """Examples:
 
@@ -27,6 +28,8 @@ EXAMPLES = """Examples:
   arlon-bench perf --preset paper --device cuda --dtype bf16 --out bench/perf/paper-h100.json
 
   arlon-bench perf --preset paper --count-only     # parameters and FLOPs on any machine
+
+  arlon-bench perf --preset tiny --md table4.md    # the Table 4 layout beside the paper's figures
 """
 
 
@@ -41,6 +44,9 @@ def perf(
         bool, typer.Option("--count-only", help="Build on the meta device: parameters and FLOPs only, nothing runs.")
     ] = False,
     out: Annotated[Optional[str], typer.Option("--out", help="Write the report as JSON to this file.")] = None,
+    md: Annotated[
+        Optional[str], typer.Option("--md", help="Write the Table 4 layout (measured beside the paper's figures) as Markdown.")
+    ] = None,
 ) -> None:
     """Measure each component's parameters, FLOPs, latency and peak memory with random weights."""
     if dtype not in DTYPES:
@@ -70,6 +76,9 @@ def perf(
     if out:
         atomic_write_json(Path(out), report.to_dict())
         console.print(f"wrote {out}")
+    if md:
+        atomic_write_bytes(Path(md), efficiency_markdown(report).encode())
+        console.print(f"wrote {md}")
 
 
 def _fmt(value: float | None, pattern: str) -> str:

@@ -5,6 +5,8 @@ has their columns; rendered as Markdown, LaTeX (booktabs) and CSV.
 - Table 2 (text-to-video, eleven VBench dimensions) when the run scores all eleven; percent.
 - Table 1 (long video) when the run scores its seven dimensions and its grid is a long-video one
   (its name contains "long").
+- Table 5 (training data) when the run scores the six Table 3 dimensions and its grid varies only
+  `data.*` fields.
 
 A metric matches a paper column by its VBench dimension (`vbench.aesthetic_quality` and
 `aesthetic_quality` both match "aesthetic_quality"). Reported numbers come from
@@ -38,7 +40,6 @@ TABLE1_DIMENSIONS = (
     "subject_consistency", "background_consistency", "motion_smoothness", "dynamic_degree",
     "aesthetic_quality", "imaging_quality", "overall_consistency",
 )
-PAPER_NOTE = "paper: numbers printed in the ARLON paper (reports/reference/), not reproduced here"
 
 
 def dimension(metric: str) -> str:
@@ -87,7 +88,7 @@ class TableRow:
 
 @dataclass
 class ReportTable:
-    key: str  # file-name stem: results, table3, table2, table1
+    key: str  # results, table3, table2, table1, table5
     title: str
     caption: str
     columns: list[Column]
@@ -277,9 +278,32 @@ def table1(grid: Grid, summary: pd.DataFrame, reference_dir: Path = REFERENCE_DI
     return _paper_rows_table("table1", f"Table 1 layout (long video): {grid.name}", grid, summary, metrics, "table1_long_video.csv", reference_dir)
 
 
+def table5(grid: Grid, summary: pd.DataFrame, reference_dir: Path = REFERENCE_DIR) -> ReportTable | None:
+    """Paper Table 5 layout (training data x the six VBench columns, percent) for a grid that varies
+    only the training data (`data.*`); the paper's rows are named datasets (OpenVid, Mixkit), so they
+    are listed as paper rows, never matched to a cell."""
+    metrics = _metrics_for(grid, TABLE3_DIMENSIONS)
+    keys = [key for key in grid.varying_keys if key != "baseline"]
+    if metrics is None or not keys or not all(key.startswith("data.") for key in keys):
+        return None
+    rows = [TableRow(cell.label, _entries(summary, cell), reference=_reference_of(summary, cell)) for cell in grid.cells]
+    reference = read_reference("table5_data_size.csv", reference_dir)
+    notes = [_setup(grid, summary), DIFFERENCE_NOTE]
+    if reference is not None:
+        for paper in reference.to_dict("records"):
+            rows.append(TableRow(f"{paper['training_data']} (paper)", reported={m: float(paper[dimension(m)]) for m in metrics}, is_paper_row=True))
+        notes.append("Rows marked (paper) are the paper's training sets (table5_data_size.csv), not this run's data: context only.")
+    notes.append("Bold: best reproduced value per column.")
+    return ReportTable("table5", f"Table 5 layout (training data): {grid.name}", " ".join(notes),
+                       [_column(m, dimension(m)) for m in metrics], rows, percent=True)
+
+
 def build_tables(grid: Grid, summary: pd.DataFrame, reference_dir: Path = REFERENCE_DIR) -> list[ReportTable]:
     """The generic table, then every paper layout that applies to the run."""
-    layouts = [table3(grid, summary, reference_dir), table2(grid, summary, reference_dir), table1(grid, summary, reference_dir)]
+    layouts = [
+        table3(grid, summary, reference_dir), table2(grid, summary, reference_dir),
+        table1(grid, summary, reference_dir), table5(grid, summary, reference_dir),
+    ]
     layouts = [table for table in layouts if table is not None]
     covered = any(
         table.key == "table3" and {c.metric for c in table.columns} == set(grid.metrics) for table in layouts

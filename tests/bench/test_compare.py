@@ -69,6 +69,15 @@ def test_a_significant_drop_is_a_regression_with_exit_1(scores, tmp_path, capsys
     assert code == 0
 
 
+def test_significant_needs_more_than_a_few_changed_prompts(scores):
+    """Four of ten prompts worse: the percentile interval excludes 0, the sign-flip p-value (1/8) does not pass."""
+    few = scores.copy()
+    few.loc[(few["cell"] == "baseline") & (few["metric"] == "toy_layout_iou") & few["prompt_id"].isin(["p00", "p01", "p02", "p03"]), "value"] -= 0.05
+    comparison = compare_results(load_result_set_from(few), load_result_set_from(scores))
+    change = next(c for c in comparison.changes if (c.cell, c.metric) == ("baseline", "toy_layout_iou"))
+    assert change.difference.high < 0 and change.difference.p_value == 0.125 and not change.is_regression
+
+
 def test_direction_follows_the_metric(scores):
     base = load_result_set_from(scores)
     up = load_result_set_from(shifted(scores, "baseline", "toy_temporal_flicker", 0.02))

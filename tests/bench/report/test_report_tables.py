@@ -12,9 +12,9 @@ import pytest
 
 from bench.grids import load_grid
 from bench.report.stats import summarize
-from bench.report.tables import build_tables, table1, table2, table3, table3_row_matches, to_latex, to_markdown, to_records
+from bench.report.tables import build_tables, table1, table2, table3, table3_row_matches, table5, to_latex, to_markdown, to_records
 from tests.bench.mini_run import write_mini_grid
-from tests.bench.report.report_data import TABLE2_METRICS, synthetic_scores, table3_grid
+from tests.bench.report.report_data import TABLE2_METRICS, TABLE3_METRICS, synthetic_scores, table3_grid
 
 GOLDEN = Path(__file__).parent / "golden"
 PAPER_TABLE3 = pd.read_csv(Path(__file__).resolve().parents[3] / "reports" / "reference" / "table3_ablation.csv")
@@ -109,3 +109,20 @@ def test_table2_and_table1_layouts_append_the_paper_rows(tmp_path):
     long_table = table1(long_grid, summary)
     assert long_table is not None and [r.label for r in long_table.rows if r.is_paper_row][0] == "FreeNoise (paper)"
     assert len(long_table.columns) == 7
+
+
+def test_table5_layout_for_a_grid_that_varies_the_training_data(tmp_path):
+    path = tmp_path / "data.yaml"
+    path.write_text(write_mini_grid(tmp_path).read_text().replace(
+        "rows:\n  - {name: baseline, baseline: true}\naxes:\n  injection.layers: [first:1, last:1]",
+        "axes:\n  data.num_train_clips: [8, 16]",
+    ))
+    grid = load_grid(path, [f"metrics=[{', '.join(TABLE3_METRICS)}]"])
+    summary = summarize(grid, synthetic_scores(grid, prompts=2, samples=1), resamples=200)
+    table = next(t for t in build_tables(grid, summary) if t.key == "table5")
+    assert [r.label for r in table.rows] == [
+        "num_train_clips=8", "num_train_clips=16",
+        "Openvid-1M (paper)", "Openvid-HQ 0.4M (paper)", "Openvid-HQ 0.4M + Mixkit 0.3M (paper)",
+    ]
+    assert table.percent and "context only" in table.caption
+    assert table3(grid, summary) is not None and table5(table3_grid(), summary) is None
