@@ -116,6 +116,10 @@ def provenance_html(provenance: Provenance) -> str:
         f"<dl>{items}</dl>"
         f"<table><thead><tr><th>cell</th><th>config hash (cell id)</th><th>checkpoints (sha256)</th></tr></thead><tbody>{cells}</tbody></table>"
         f"<details><summary>grid.yaml as run</summary><pre>{escape(provenance.grid_yaml)}</pre></details>"
+        + "".join(
+            f"<details><summary>config of {escape(label)}</summary><pre>{escape(config)}</pre></details>"
+            for label, config in provenance.configs.items()
+        )
     )
 
 

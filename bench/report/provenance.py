@@ -3,6 +3,7 @@ its numbers come from, read from the run's manifest.json, grid.yaml and cell rec
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from bench.grids import Grid
@@ -14,6 +15,7 @@ class Provenance:
     items: list[tuple[str, str]]  # (label, value) lines of the footer
     grid_yaml: str  # the grid as run
     cells: list[tuple[str, str, str]]  # (label, cell id = config hash, checkpoints)
+    configs: dict[str, str]  # {cell label: its cell.json (resolved config, recipes, data) as JSON text}
 
 
 def _checkpoints(store: RunStore, cell_id: str) -> str:
@@ -52,7 +54,8 @@ def run_provenance(store: RunStore, grid: Grid) -> Provenance:
     grid_file = store.root / "grid.yaml"
     grid_yaml = grid_file.read_text() if grid_file.is_file() else ""
     cells = [(cell.label, cell.id, _checkpoints(store, cell.id)) for cell in grid.cells]
-    return Provenance(items, grid_yaml, cells)
+    configs = {cell.label: json.dumps(cell.to_dict(), indent=1) for cell in grid.cells}
+    return Provenance(items, grid_yaml, cells, configs)
 
 
 def provenance_markdown(provenance: Provenance) -> str:

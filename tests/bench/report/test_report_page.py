@@ -55,6 +55,7 @@ def test_the_report_holds_tables_figures_videos_and_provenance(mini_run):
     manifest = store.read_json("manifest.json")["latest"]["provenance"]
     assert manifest["git_commit"] is None or manifest["git_commit"] in page
     assert "torch " in page and "base seed 0" in page and grid.cells[1].id in page
+    assert "config of layers=last:1" in page and "&quot;adaptive_norm&quot;" in page  # every cell's resolved config
 
 
 def test_report_and_ablate_commands_say_where_the_page_is(mini_run, mini_cache, tmp_path, capsys, monkeypatch):
