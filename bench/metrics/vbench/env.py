@@ -11,7 +11,7 @@ this machine's torch version means pip takes the wheel it already has (a local w
 pip's cache) and VBench's numbers come from the same torch as ours. `--torch VERSION` picks another
 one: torchvision's compiled ops must match the torch build, and PyPI's torchvision wheels are built
 against PyPI's (CUDA) torch, so on a machine whose torch is a CPU-only build (`+cpu`) without a CPU
-torchvision in reach, give the environment a PyPI torch (`--torch 2.14.1`) instead.
+torchvision in reach, give the environment a PyPI torch instead (`--torch 2.14.1`, or `--torch latest`).
 
 Location: `--dir`, else `$ARLON_VBENCH_ENV`, else `~/.cache/arlon-bench/vbench-env`.
 """
@@ -55,7 +55,10 @@ def environment_python(directory: str | os.PathLike | None = None) -> Path:
 
 
 def torch_requirements(torch_version: str | None = None) -> list[str]:
-    """`torch==X.Y.Z` of this interpreter (local build tag dropped) and its torchvision."""
+    """`torch==X.Y.Z` of this interpreter (local build tag dropped) and its torchvision; "latest":
+    the newest pair pip finds (for a machine whose own torch has no torchvision build in reach)."""
+    if torch_version == "latest":
+        return ["torch", "torchvision"]
     if torch_version is None:
         import torch
 

@@ -24,9 +24,19 @@ def pattern_video(seed: int, frames: int = 6, size: int = 32) -> np.ndarray:
     return video
 
 
-def make_fake_run(root: Path, prompts: int = 2, samples: int = 2, fps: int = 8, frames: int = 6) -> tuple[RunStore, Grid]:
+def make_fake_run(
+    root: Path, prompts: int = 2, samples: int = 2, fps: int = 8, frames: int = 6, single_cell: bool = False,
+    size: int = 32,
+) -> tuple[RunStore, Grid]:
+    """The mini grid's three cells (only its baseline row with `single_cell`), each with
+    prompts x samples videos of `frames` frames."""
     root.mkdir(parents=True, exist_ok=True)
-    grid = load_grid(write_mini_grid(root, prompts=prompts, samples=samples))
+    path = write_mini_grid(root, prompts=prompts, samples=samples)
+    if single_cell:  # drop the axes: the baseline row alone
+        lines = path.read_text().splitlines()
+        at = lines.index("axes:")
+        path.write_text("\n".join(lines[:at] + lines[at + 2 :]) + "\n")
+    grid = load_grid(path)
     store = RunStore(root / "run")
     store.save_grid(grid, None)
     for c, cell in enumerate(grid.cells):
@@ -34,7 +44,7 @@ def make_fake_run(root: Path, prompts: int = 2, samples: int = 2, fps: int = 8, 
         for p, prompt in enumerate(load_prompts(grid.prompts)):
             for k in range(samples):
                 video = f"{prompt.id}-{k}"
-                path = write_video(store.video_path(cell.id, video), pattern_video(100 * c + 10 * p + k, frames), fps=fps)
+                path = write_video(store.video_path(cell.id, video), pattern_video(100 * c + 10 * p + k, frames, size), fps=fps)
                 record = {"video": video, "prompt_id": prompt.id, "prompt": prompt.text, "sample": k,
                           "seed": seed_for(prompt.id, k, grid.seed), "fps": fps, "sha256": file_sha256(path)}
                 store.write_video_record(cell.id, video, record)
