@@ -47,18 +47,23 @@ def tiny() -> ArlonConfig:
             temporal_compression=2,
         ),  # latent (4, 8, 8, 8)
         text=TextEncoderConfig(kind="hashed_words", max_length=text_tokens, dim=width),
+        # The AR ratio keeps the latent's spatial grid: at (2, 2, 2) one code spans 8x8 pixels and the
+        # round trip kept the primary object's shape in 22% of held-out videos (colour + motion 62%);
+        # at (2, 1, 1) shape 73%, colour + motion 86% (`arlon-bench toy-eval --check vq`).
         ar_vq=LatentVQConfig(
-            compression=(2, 2, 2), codebook_size=256, code_dim=32, hidden_channels=64, num_res_blocks=1, num_heads=2
-        ),  # Q (4, 4, 4)
+            compression=(2, 1, 1), codebook_size=256, code_dim=32, hidden_channels=64, num_res_blocks=1, num_heads=2
+        ),  # Q (4, 8, 8): 260 AR tokens
         dit_vq=LatentVQConfig(
-            compression=(2, 4, 4), codebook_size=256, code_dim=32, hidden_channels=64, num_res_blocks=1, num_heads=2
-        ),  # Q (4, 2, 2)
+            compression=(2, 2, 2), codebook_size=256, code_dim=32, hidden_channels=64, num_res_blocks=1, num_heads=2
+        ),  # Q (4, 4, 4), coarser than the AR ratio as in section 2.3
         ar=ARConfig(
             n_layer=4,
             n_head=4,
             n_embd=128,
             n_ffn=512,
-            dropout=0.1,
+            # No dropout: the tiny AR model underfits (held-out loss = training loss), and attention
+            # dropout doubled its step time on CPU.
+            dropout=0.0,
             codebook_size=256,
             text_dim=width,
             max_text_tokens=text_tokens,

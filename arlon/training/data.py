@@ -25,12 +25,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, NamedTuple, Protocol
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from arlon.config import VideoConfig
-from arlon.data.toyworld import ToyWorld
+from arlon.data.toyworld import WORLD_VERSION, ToyWorld
 from arlon.data.video_folder import VideoTextDataset
+from arlon.data.video_io import uint8_to_video_tensor
 from arlon.errors import ConfigError
 
 # (done, total) while encoding a pool.
@@ -147,8 +149,14 @@ class TrainingData:
 # ----------------------------------------------------------------------------------------------
 
 
+# Rendered clips are kept (as uint8) up to this many bytes: a training stage reads each clip many
+# times, and re-rendering it every time cost about a quarter of the tiny VAE's training time.
+RENDER_CACHE_BYTES = 1 << 30
+
+
 class ToyWorldClips:
-    """`size` clips of the toy world's `split`, rendered at the video size of the config."""
+    """`size` clips of the toy world's `split`, rendered at the video size of the config (each
+    rendered once when they all fit in RENDER_CACHE_BYTES)."""
 
     def __init__(self, video: VideoConfig, seed: int, split: str, size: int):
         self.world = ToyWorld(seed, num_frames=video.num_frames, height=video.height, width=video.width, split=split)
@@ -157,17 +165,25 @@ class ToyWorldClips:
         self.size = size
         self.spec = {
             "source": "toyworld",
+            "world_version": WORLD_VERSION,
             "seed": seed,
             "split": split,
             "size": size,
             "video": [video.num_frames, video.height, video.width],
         }
+        clip_bytes = video.num_frames * video.height * video.width * 3
+        self._rendered: dict[int, tuple[np.ndarray, str]] | None = {} if size * clip_bytes <= RENDER_CACHE_BYTES else None
 
     def __len__(self) -> int:
         return self.size
 
     def clip(self, index: int) -> tuple[Tensor, str]:
+        if self._rendered is not None and index in self._rendered:
+            frames, caption = self._rendered[index]
+            return uint8_to_video_tensor(frames), caption
         item = self.world[index]
+        if self._rendered is not None:
+            self._rendered[index] = (item.frames, item.caption)
         return item.video_tensor(), item.caption
 
 

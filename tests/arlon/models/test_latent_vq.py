@@ -25,8 +25,8 @@ def latent(shape=LATENT_SHAPE, seed: int = 1) -> torch.Tensor:
 @pytest.mark.parametrize(
     "cfg, grid",
     [
-        (tiny().ar_vq, (4, 4, 4)),  # (2, 2, 2)
-        (tiny().dit_vq, (4, 2, 2)),  # (2, 4, 4): r != o
+        (tiny().ar_vq, (4, 8, 8)),  # (2, 1, 1): r != o
+        (tiny().dit_vq, (4, 4, 4)),  # (2, 2, 2)
         (dataclasses.replace(tiny().ar_vq, compression=(1, 8, 2)), (8, 1, 4)),  # every axis different
     ],
 )
@@ -126,7 +126,7 @@ def test_training_reduces_reconstruction_error():
 
 
 def test_indivisible_latent_is_a_config_error():
-    model = build(tiny().ar_vq)
+    model = build(tiny().dit_vq)
     with pytest.raises(ConfigError, match=r"not divisible by the compression \(2, 2, 2\)"):
         model(latent((1, 4, 5, 8, 8)))
     with pytest.raises(ConfigError, match="power of two"):
