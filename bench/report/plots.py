@@ -2,7 +2,7 @@
 global state so that report writing is safe in any process.
 
 - One bar chart per metric: each cell's mean with its 95% interval over prompts; a star marks a
-  cell whose paired difference from its reference cell excludes 0.
+  cell whose paired difference from its reference cell is significant (interval excludes 0, p < 0.05).
 - Figure 7 of the paper for a grid that varies the denoising steps with ARLON and baseline cells:
   aesthetic and imaging quality against steps, one line per model with its interval band; a run
   without those two metrics plots its own metrics instead and says so in the title.
@@ -53,6 +53,14 @@ def _arrow(metric: str) -> str:
     return "↑" if METRICS.get(metric).higher_is_better else "↓"
 
 
+def is_significant(row) -> bool:
+    """A summary row whose paired difference from its reference cell is significant: its 95%
+    interval excludes 0 and its sign-flip p-value is below 0.05 (the rule `compare` gates on)."""
+    if math.isnan(row["diff_low"]):
+        return False
+    return (row["diff_low"] > 0 or row["diff_high"] < 0) and row["p_value"] < 0.05
+
+
 def bar_chart(grid: Grid, summary: pd.DataFrame, metric: str) -> Figure:
     """Each cell's mean of `metric` with its 95% interval; baseline cells grey."""
     rows = summary[summary["metric"] == metric].reset_index(drop=True)
@@ -65,8 +73,10 @@ def bar_chart(grid: Grid, summary: pd.DataFrame, metric: str) -> Figure:
     colours = [BASELINE_COLOUR if is_baseline else ARLON_COLOUR for is_baseline in rows["is_baseline"]]
     axes.bar(x, np.nan_to_num(means), color=colours, yerr=np.vstack([low, high]), capsize=4, error_kw={"elinewidth": 1})
     for i, row in rows.iterrows():
-        if not math.isnan(row["diff_low"]) and (row["diff_low"] > 0 or row["diff_high"] < 0):
+        if is_significant(row):
             axes.annotate("*", (i, row["high"]), ha="center", va="bottom", fontsize=13)
+    low_limit, high_limit = axes.get_ylim()
+    axes.set_ylim(low_limit, high_limit + 0.08 * (high_limit - low_limit))  # room for the stars under the title
     axes.set_xticks(x, rows["cell"], rotation=25, ha="right", fontsize=8)
     axes.set_ylabel("mean over prompts (95% CI)", fontsize=8)
     axes.set_title(f"{grid.name}: {metric} {_arrow(metric)}", fontsize=10)
@@ -165,6 +175,6 @@ def write_figures(grid: Grid, summary: pd.DataFrame, directory: Path, reference_
     if figure is not None:
         files.append(save_figure(figure, directory, "radar_table2", "The eleven Table 2 dimensions against the paper's Table 2 models (each axis min-max scaled)."))
     for metric in grid.metrics:
-        caption = f"{metric}: mean per cell with its 95% interval over prompts; * the paired difference from the reference cell excludes 0."
+        caption = f"{metric}: mean per cell with its 95% interval over prompts; * the paired difference from the reference cell is significant (its 95% interval excludes 0 and p < 0.05)."
         files.append(save_figure(bar_chart(grid, summary, metric), directory, f"bars_{metric}", caption))
     return files
