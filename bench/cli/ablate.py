@@ -70,7 +70,8 @@ SCORE_EXAMPLES = """Examples:
   arlon-bench score layers --metrics subject_consistency,temporal_flickering_formula
 
 Scores already in the per-video score cache (ARLON_SCORE_CACHE, default ~/.cache/arlon-bench/scores)
-are reused; --backend vbench needs `arlon-bench vbench setup` and the weights `arlon-bench vbench doctor` lists.
+are reused, --force included (ARLON_SCORE_CACHE=off recomputes everything); --backend vbench needs
+`arlon-bench vbench setup` and the weights `arlon-bench vbench doctor` lists.
 """
 # The VBench dimensions of the paper's ablation tables (Table 3): `--backend vbench` without --metrics.
 ABLATION_DIMENSIONS = (

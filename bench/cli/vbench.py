@@ -15,7 +15,7 @@ from rich.table import Table
 
 from bench.metrics.vbench.dimensions import DIMENSIONS
 from bench.metrics.vbench.doctor import doctor as run_doctor
-from bench.metrics.vbench.env import create_environment, environment_dir, setup_steps
+from bench.metrics.vbench.env import create_environment, setup_steps
 from bench.metrics.vbench.results_io import export_run, import_results, leaderboard_scores
 from bench.prompts import load_prompts
 from bench.runner import open_run

@@ -37,7 +37,7 @@ from bench.metrics.backends import (
     VideoToScore,
 )
 from bench.metrics.registry import MetricValue
-from bench.metrics.vbench.dimensions import DIMENSIONS, DINO_HUB_DIR, vbench_cache_dir
+from bench.metrics.vbench.dimensions import DIMENSIONS, vbench_cache_dir
 from bench.metrics.vbench.doctor import DimensionStatus, check_dimensions
 from bench.metrics.vbench.env import SETUP_HINT, WORKER, environment_dir
 
@@ -66,6 +66,8 @@ def _dimension_paths(status: DimensionStatus) -> dict[str, str]:
     found = [str(f.found) for f in status.files]
     name = status.dimension
     if name == "subject_consistency":
+        # VBench passes `path` on to DINO's hub entry, which ignores it and reads the torch hub cache
+        # (spec section 1.1); it is kept for the call's shape only.
         return {"hub_dir": found[0], "weights": str(vbench_cache_dir() / "dino_model" / "dino_vitbase16_pretrain.pth")}
     if name == "background_consistency":
         return {"clip": found[0]}
@@ -120,7 +122,7 @@ class OfficialVBenchBackend(ScoringBackend):
             clips_of[item.video] = [part["id"] for part in parts]
             requested.extend(parts)
         request = {
-            "device": self._device(), "output_dir": str(work / "vbench"), "vbench_cache": str(vbench_cache_dir()),
+            "device": self.device, "output_dir": str(work / "vbench"), "vbench_cache": str(vbench_cache_dir()),
             "videos": requested, "dimensions": runnable,
         }
         response = self._run_worker(request, work, python) if requested else {}
@@ -157,9 +159,6 @@ class OfficialVBenchBackend(ScoringBackend):
                 else:
                     scores.values[dimension] = _combine(dimension, got, len(clip_ids) > 1 or clip_ids[0] != item.video)
             yield scores
-
-    def _device(self) -> str:
-        return self.device
 
     def _prepare(self, item: VideoToScore, work: Path) -> list[dict]:
         """The worker's entries for one video: the file itself, or its VBench-Long clips."""
