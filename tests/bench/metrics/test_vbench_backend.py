@@ -101,3 +101,26 @@ def test_scores_reach_the_store_and_unavailable_lines_the_failures(tmp_path, fak
     assert all(r["backend"] == "vbench" and r["value"] == pytest.approx(0.9) for r in records)
     assert summary.table["temporal_flickering"].tolist() == pytest.approx([0.9] * len(grid.cells))
     assert json.loads((store.root / "failures.json").read_text())[0]["error"].startswith("unavailable: ")
+
+
+def test_scene_needs_the_prompts_auxiliary_info(tmp_path, fake_env, monkeypatch):
+    """scene / object_class run only on prompts that carry VBench's auxiliary info (its prompt lists do)."""
+    requests = []
+    monkeypatch.setattr(OfficialVBenchBackend, "_run_worker", answering_worker(requests))
+    cache = tmp_path / "vbench-cache"
+    for relative in ("caption_model/tag2text_swin_14m.pth",):
+        (cache / relative).parent.mkdir(parents=True, exist_ok=True)
+        (cache / relative).write_bytes(b"x")
+    bert = tmp_path / "hf" / "hub" / "models--bert-base-uncased"
+    bert.mkdir(parents=True)
+    (bert / "config.json").write_text("{}")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    video = write_video(tmp_path / "v.mp4", pattern_video(0, 6), fps=8)
+    with_info = BenchPrompt("a", "an alley", dimensions=("scene",), auxiliary={"scene": {"scene": "alley"}})
+    without = BenchPrompt("b", "a cat")
+    out = list(OfficialVBenchBackend().score([VideoToScore("a-0", video, with_info), VideoToScore("b-0", video, without)], ["scene"]))
+    scores = {o.video: o for o in out}
+    assert scores["a-0"].values["scene"].value == pytest.approx(0.9)
+    assert scores["b-0"].errors["scene"] == "scene needs the prompt's VBench auxiliary info (use a VBench prompt list)"
+    assert requests[0]["videos"][0]["auxiliary"] == {"scene": {"scene": "alley"}}
