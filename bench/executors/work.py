@@ -357,12 +357,15 @@ def score_record(unit: ScoreUnit, value: MetricValue | float | None, cached: boo
     return record
 
 
-def _cache_keys(units: Sequence[ScoreUnit], prompt: BenchPrompt, video_record: dict) -> dict[str, str]:
-    """{metric: score-cache key} of one video's units."""
+def _cache_keys(
+    units: Sequence[ScoreUnit], prompt: BenchPrompt, video_record: dict, models: dict[str, str | None]
+) -> dict[str, str]:
+    """{metric: score-cache key} of one video's units; `models`: {metric: the backend's weights fingerprint}."""
     return {
         unit.metric: score_cache_key(
             METRICS.get(unit.metric), video_record["sha256"], prompt_id=prompt.id, prompt_text=prompt.text,
             auxiliary=prompt.auxiliary or None, reference_sha256=video_record.get("reference_sha256"),
+            models=models[unit.metric],
         )
         for unit in units
     }
@@ -385,6 +388,11 @@ def run_scoring_job(
     for unit in job.units:
         by_video.setdefault(unit.video, []).append(unit)
     failures: list[UnitFailure] = []
+    try:
+        backend = make_backend(job.backend)
+        models = {metric: backend.fingerprint(metric) for metric in dict.fromkeys(u.metric for u in job.units)}
+    except Exception as err:
+        return [failure("score", f"{job.backend} backend ({len(by_video)} video(s))", err)]
     pending: dict[str, list[ScoreUnit]] = {}  # video -> units the cache does not hold
     keys: dict[str, dict[str, str]] = {}
     for video, units in by_video.items():
@@ -392,7 +400,7 @@ def run_scoring_job(
         if record is None:
             failures.extend(failure("score", f"{video} {u.metric}", BenchError("the video has no record")) for u in units)
             continue
-        keys[video] = _cache_keys(units, prompts[units[0].prompt_id], record)
+        keys[video] = _cache_keys(units, prompts[units[0].prompt_id], record, models)
         hits = [(u, cache.get(keys[video][u.metric])) for u in units]
         found = [score_record(u, value, cached=True) for u, value in hits if value is not None]
         if found:
@@ -413,7 +421,6 @@ def run_scoring_job(
         for video, units in pending.items()
     ]
     try:
-        backend = make_backend(job.backend)
         for result in backend.score(items, metrics):
             if isinstance(result, MetricFailure):
                 failures.append(UnitFailure("score", f"{result.metric} ({len(result.videos)} video(s))", result.error))

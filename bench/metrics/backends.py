@@ -56,6 +56,11 @@ class MetricFailure:
 class ScoringBackend(ABC):
     """Computes metrics for a batch of videos (one scoring job)."""
 
+    def fingerprint(self, metric: str) -> str | None:
+        """What identifies the weights `metric` would be computed with (part of the score-cache key);
+        None for weight-free metrics."""
+        return None
+
     @abstractmethod
     def score(self, videos: Sequence[VideoToScore], metrics: Sequence[str]) -> Iterator[VideoScores | MetricFailure]:
         """Yield one `VideoScores` per video (as soon as it is done) and `MetricFailure`s."""

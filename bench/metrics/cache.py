@@ -1,8 +1,9 @@
 """Per-video score cache shared by every run on this machine (issue 5).
 
 A score depends only on the video's bytes and the metric's definition (name, backend, version),
-plus the prompt and VBench auxiliary info when the metric reads them and the reference video's
-bytes when it compares with one. `score_cache_key` hashes exactly those, so two runs (or two cells,
+plus the prompt and VBench auxiliary info when the metric reads them, the reference video's
+bytes when it compares with one, and the backend's fingerprint of the weight files it reads (so
+scores made with other, or broken, weights are never reused). `score_cache_key` hashes exactly those, so two runs (or two cells,
 or a re-run after adding prompts) that hold the same video reuse its scores, and bumping a metric's
 version invalidates only that metric.
 
@@ -46,8 +47,10 @@ def score_cache_key(
     prompt_text: str | None = None,
     auxiliary: dict | None = None,
     reference_sha256: str | None = None,
+    models: str | None = None,
 ) -> str:
-    """What a per-video score depends on, hashed; the prompt only for metrics that read it."""
+    """What a per-video score depends on, hashed; the prompt only for metrics that read it;
+    `models`: the backend's fingerprint of the weights it would use (`ScoringBackend.fingerprint`)."""
     reads_prompt = any(name in spec.inputs for name in PROMPT_INPUTS)
     return hash_json(
         {
@@ -58,6 +61,7 @@ def score_cache_key(
             "prompt": [prompt_id, prompt_text] if reads_prompt else None,
             "auxiliary": auxiliary if "auxiliary" in spec.inputs else None,
             "reference": reference_sha256 if "reference_video" in spec.inputs else None,
+            "models": models,
         }
     )
 

@@ -39,7 +39,8 @@ from bench.metrics.backends import (
 from bench.metrics.registry import MetricValue
 from bench.metrics.vbench.dimensions import DIMENSIONS, vbench_cache_dir
 from bench.metrics.vbench.doctor import DimensionStatus, check_dimensions
-from bench.metrics.vbench.env import SETUP_HINT, WORKER, environment_dir
+from arlon.training.cache import hash_json
+from bench.metrics.vbench.env import SETUP_HINT, VBENCH_VERSION, WORKER, environment_dir
 
 LONG_VIDEO_SECONDS = 5.0  # VBench for shorter videos, VBench-Long from here on (README-FAQ, #53)
 DEFAULT_CLIP_SECONDS = 2.0
@@ -86,6 +87,14 @@ class OfficialVBenchBackend(ScoringBackend):
         self.env_dir = environment_dir(env_dir)
         self.device = device
         self.keep_dir = keep_dir or os.environ.get("ARLON_VBENCH_WORK_DIR")
+
+    def fingerprint(self, metric: str) -> str | None:
+        """VBench's version and each weight file's name and size (sizes, not hashes: hashing gigabytes
+        per job would cost more than some dimensions; a replaced file of another size is caught)."""
+        files = []
+        for status in check_dimensions([metric], self.env_dir):
+            files = [(f.what, f.found.name, f.found.stat().st_size) if f.found else (f.what, None, None) for f in status.files]
+        return hash_json({"vbench": VBENCH_VERSION, "files": files})
 
     def score(self, videos: Sequence[VideoToScore], metrics: Sequence[str]) -> Iterator[VideoScores | MetricFailure]:
         names = tuple(v.video for v in videos)

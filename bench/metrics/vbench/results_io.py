@@ -6,8 +6,9 @@
   every file back to its run, cell and video so that results can come back.
 - `import_results(path, store=None)`: reads a VBench `*_eval_results.json` (spec section 3.3:
   dimension -> [aggregate, [per-video dict, ...]], VBench-Long: [aggregate, per-clip, per-video])
-  and writes each per-video result into the run's store (and the score cache) as that dimension's
-  score, keyed exactly like a score the "vbench" backend computes for the same video bytes.
+  and writes each per-video result into the run's store as that dimension's score, keyed exactly
+  like a score the "vbench" backend computes for the same video bytes (not into the shared score
+  cache: which weights produced them is unknown).
 - `leaderboard_scores(aggregates)`: Quality, Semantic and Total with the leaderboard's constants
   (spec section 3.4): (score - Min) / (Max - Min) x weight, Quality = sum / 6.5 over its seven
   dimensions, Semantic = sum / 9 over its nine, Total = (4 Quality + Semantic) / 5; a dimension
@@ -26,7 +27,6 @@ from arlon.training.cache import link_or_copy
 from bench.errors import BenchError
 from bench.executors.work import ScoreUnit, score_key, score_record, seed_for
 from bench.grids import Grid
-from bench.metrics.cache import ScoreCache, score_cache_key
 from bench.metrics.registry import METRICS, MetricValue
 from bench.metrics.vbench.dimensions import DIMENSIONS
 from bench.prompts import BenchPrompt
@@ -185,7 +185,6 @@ def import_results(
     summary = ImportSummary()
     manifests: dict[Path, dict | None] = {}
     records_by_cell: dict[tuple[str, str], list[dict]] = {}  # (run folder, cell id) -> records
-    cache = ScoreCache()
     stores: dict[str, RunStore] = {}
     for dimension, value in results.items():
         if not isinstance(value, list) or not value:
@@ -219,8 +218,6 @@ def import_results(
             unit = ScoreUnit(cell_id, exported["video"], exported["prompt_id"], exported["sample"], dimension,
                              score_key(record, dimension, exported["prompt_id"]))
             records_by_cell.setdefault((str(run_store.root), cell_id), []).append(score_record(unit, metric_value))
-            if spec.inputs == ("video",) or spec.inputs == ("video", "fps"):
-                cache.put(score_cache_key(spec, record["sha256"]), metric_value, dimension)
             summary.imported[dimension] = summary.imported.get(dimension, 0) + 1
     for (root, cell_id), records in records_by_cell.items():
         target = store if store is not None else stores[root]

@@ -124,3 +124,16 @@ def test_scene_needs_the_prompts_auxiliary_info(tmp_path, fake_env, monkeypatch)
     assert scores["a-0"].values["scene"].value == pytest.approx(0.9)
     assert scores["b-0"].errors["scene"] == "scene needs the prompt's VBench auxiliary info (use a VBench prompt list)"
     assert requests[0]["videos"][0]["auxiliary"] == {"scene": {"scene": "alley"}}
+
+
+def test_the_cache_key_follows_the_weight_files(tmp_path, fake_env):
+    """Scores made with other (or broken) weights are never reused: the key holds the files' sizes."""
+    backend = OfficialVBenchBackend()
+    model = tmp_path / "vbench-cache" / "pyiqa_model" / "musiq_spaq_ckpt-358bb6af.pth"
+    missing = backend.fingerprint("imaging_quality")
+    model.parent.mkdir(parents=True)
+    model.write_bytes(b"x" * 10)
+    present = backend.fingerprint("imaging_quality")
+    model.write_bytes(b"x" * 11)
+    assert len({missing, present, backend.fingerprint("imaging_quality")}) == 3
+    assert backend.fingerprint("temporal_flickering") == OfficialVBenchBackend().fingerprint("temporal_flickering")
