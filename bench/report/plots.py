@@ -118,12 +118,12 @@ def steps_figure(grid: Grid, summary: pd.DataFrame) -> Figure | None:
         axes.set_xlabel("denoising steps", fontsize=8)
         axes.set_title(f"{metric} {_arrow(metric)}", fontsize=9)
         axes.spines[["top", "right"]].set_visible(False)
-        if index == 0:
-            axes.legend(fontsize=8, frameon=False)
     title = "Figure 7: quality against denoising steps (95% interval bands)"
     if not is_paper:
         title += "\nthis run does not score aesthetic/imaging quality: its own metrics are shown"
     figure.suptitle(title, fontsize=10)
+    handles, labels = figure.axes[0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="upper right", ncol=2, fontsize=8, frameon=False)  # outside the bands
     figure.tight_layout()
     return figure
 
