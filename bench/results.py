@@ -31,22 +31,27 @@ from bench.store import RunStore
 SCORE_COLUMNS = ("cell", "cell_id", "video", "prompt_id", "sample", "metric", "value", "weight")
 
 
-def current_scores(grid: Grid, store: RunStore, cell, prompts: list[BenchPrompt]) -> Iterator[tuple[BenchPrompt, int, str, dict]]:
-    """(prompt, k, video, {metric: stored score}) for each finished video of `cell`, keeping only the
-    scores whose key matches the video as it is now (a regenerated video invalidates its old scores)."""
-    stored = {(r["video"], r["metric"]): r for r in store.read_scores(cell.id)}
+def finished_videos(grid: Grid, store: RunStore, cell, prompts: list[BenchPrompt]) -> Iterator[tuple[BenchPrompt, int, str, dict]]:
+    """(prompt, k, video, video record) for each video of `cell` over `prompts` that is finished in the store."""
     for prompt in prompts:
         for k in range(grid.samples_per_prompt):
             video = f"{prompt.id}-{k}"
             record = store.video_record(cell.id, video, seed_for(prompt.id, k, grid.seed))
-            if record is None:
-                continue
-            scores = {}
-            for metric in grid.metrics:
-                score = stored.get((video, metric))
-                if score is not None and score.get("key") == score_key(record, metric, prompt.id):
-                    scores[metric] = score
-            yield prompt, k, video, scores
+            if record is not None:
+                yield prompt, k, video, record
+
+
+def current_scores(grid: Grid, store: RunStore, cell, prompts: list[BenchPrompt]) -> Iterator[tuple[BenchPrompt, int, str, dict]]:
+    """(prompt, k, video, {metric: stored score}) for each finished video of `cell`, keeping only the
+    scores whose key matches the video as it is now (a regenerated video invalidates its old scores)."""
+    stored = {(r["video"], r["metric"]): r for r in store.read_scores(cell.id)}
+    for prompt, k, video, record in finished_videos(grid, store, cell, prompts):
+        scores = {}
+        for metric in grid.metrics:
+            score = stored.get((video, metric))
+            if score is not None and score.get("key") == score_key(record, metric, prompt.id):
+                scores[metric] = score
+        yield prompt, k, video, scores
 
 
 def collect_scores(grid: Grid, store: RunStore, prompts: list[BenchPrompt]) -> pd.DataFrame:

@@ -28,15 +28,11 @@ DEFAULT_RESAMPLES = 10_000
 DEFAULT_CONFIDENCE = 0.95
 
 
-@dataclass(frozen=True)
-class Estimate:
-    """A mean with its bootstrap interval [low, high] at `confidence`, over `n` values."""
+class _Interval:
+    """What every estimate with an interval [low, high] offers."""
 
-    mean: float
     low: float
     high: float
-    n: int
-    confidence: float = DEFAULT_CONFIDENCE
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -44,6 +40,17 @@ class Estimate:
     def excludes(self, value: float) -> bool:
         """True when `value` lies outside the interval (e.g. 0 for a difference)."""
         return value < self.low or value > self.high
+
+
+@dataclass(frozen=True)
+class Estimate(_Interval):
+    """A mean with its bootstrap interval [low, high] at `confidence`, over `n` values."""
+
+    mean: float
+    low: float
+    high: float
+    n: int
+    confidence: float = DEFAULT_CONFIDENCE
 
     def __str__(self) -> str:
         return f"{self.mean:.3f} [{self.low:.3f}, {self.high:.3f}]"
@@ -109,7 +116,7 @@ EXACT_PERMUTATION_PROMPTS = 12
 
 
 @dataclass(frozen=True)
-class PairedDifference:
+class PairedDifference(_Interval):
     """mean(a - b) over paired videos with its cluster-bootstrap interval and a two-sided p-value
     (sign-flip permutation over prompts) for "no difference"; `n` counts prompts, `videos` pairs."""
 
@@ -120,12 +127,6 @@ class PairedDifference:
     videos: int
     p_value: float
     confidence: float = DEFAULT_CONFIDENCE
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def excludes(self, value: float) -> bool:
-        return value < self.low or value > self.high
 
     def __str__(self) -> str:
         return f"{self.mean:+.3f} [{self.low:+.3f}, {self.high:+.3f}] p={self.p_value:.3g}"

@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from arlon.data.video_io import read_video
-from bench.cli.app import app, main
+from bench.cli.app import app
 from bench.executors import local as local_executor
 from bench.executors.work import UnitFailure
 from bench.grids import load_grid
@@ -23,22 +23,12 @@ from bench.runner import run_grid, run_status
 from bench.store import RunStore, file_sha256
 
 from mini_run import mini_cache, write_mini_grid  # noqa: F401  (mini_cache is a fixture)
+from tests.bench.cli_runner import run_main as _main
 
 runner = CliRunner()
 REPO = Path(__file__).resolve().parents[2]
 SLOW = ["--set", "flow.num_sampling_steps=20"]  # about 0.15 s a video: time to act while a run generates
 
-
-def _main(capsys, monkeypatch, *args: str) -> tuple[int, str, str]:
-    """The real entry point with its error boundary: (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["arlon-bench", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as exit_:
-        code = exit_.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def _start_run(grid: Path, run: Path, cache: Path, *extra: str) -> subprocess.Popen:

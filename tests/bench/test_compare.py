@@ -3,30 +3,19 @@ compared (with what differs), the Markdown diff table, and --update-baseline fro
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from bench.cli.app import main
 from bench.compare import IncomparableError, Tolerance, compare_results, load_result_set, parse_tolerance
 from bench.errors import BenchError
 from bench.grids import load_grid
 from bench.runner import run_grid
 from tests.bench.mini_run import mini_cache, write_mini_grid  # noqa: F401  (mini_cache is a fixture)
 from tests.bench.report.report_data import synthetic_scores
+from tests.bench.cli_runner import run_main as _main
 
-
-def _main(capsys, monkeypatch, *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["arlon-bench", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as exit_:
-        code = exit_.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.fixture

@@ -25,11 +25,12 @@ from pathlib import Path
 from arlon.checkpoints.io import atomic_write_json
 from arlon.training.cache import link_or_copy
 from bench.errors import BenchError
-from bench.executors.work import ScoreUnit, score_key, score_record, seed_for
+from bench.executors.work import ScoreUnit, score_key, score_record
 from bench.grids import Grid
 from bench.metrics.registry import METRICS, MetricValue
 from bench.metrics.vbench.dimensions import DIMENSIONS
 from bench.prompts import BenchPrompt
+from bench.results import finished_videos
 from bench.store import RunStore
 
 EXPORT_MANIFEST = "arlon_export.json"
@@ -104,16 +105,11 @@ def export_run(store: RunStore, grid: Grid, prompts: list[BenchPrompt], director
         folder = root / cell.id
         folder.mkdir(parents=True, exist_ok=True)
         entries, prompt_file = {}, {}
-        for prompt in prompts:
-            for k in range(grid.samples_per_prompt):
-                video = f"{prompt.id}-{k}"
-                record = store.video_record(cell.id, video, seed_for(prompt.id, k, grid.seed))
-                if record is None:
-                    continue
-                name = f"{vbench_file_stem(prompt)}-{k}.mp4"
-                link_or_copy(store.video_path(cell.id, video), folder / name)
-                entries[name] = {"video": video, "prompt_id": prompt.id, "sample": k, "sha256": record["sha256"]}
-                prompt_file[name] = prompt.text
+        for prompt, k, video, record in finished_videos(grid, store, cell, prompts):
+            name = f"{vbench_file_stem(prompt)}-{k}.mp4"
+            link_or_copy(store.video_path(cell.id, video), folder / name)
+            entries[name] = {"video": video, "prompt_id": prompt.id, "sample": k, "sha256": record["sha256"]}
+            prompt_file[name] = prompt.text
         if entries:
             atomic_write_json(folder / PROMPT_FILE, prompt_file)
             atomic_write_json(

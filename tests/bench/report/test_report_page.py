@@ -5,26 +5,15 @@ from __future__ import annotations
 
 import base64
 import re
-import sys
 
 import pytest
 
-from bench.cli.app import main
 from bench.grids import load_grid
 from bench.report import write_report
 from bench.runner import open_run, run_grid
 from tests.bench.mini_run import mini_cache, write_mini_grid  # noqa: F401  (mini_cache is a fixture)
+from tests.bench.cli_runner import run_main as _main
 
-
-def _main(capsys, monkeypatch, *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["arlon-bench", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as exit_:
-        code = exit_.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.fixture(scope="module")
