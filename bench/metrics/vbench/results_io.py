@@ -175,7 +175,12 @@ def import_results(
     export names unless `store` is given."""
     from arlon.data.video_io import probe_video
 
-    results = json.loads(Path(path).read_text())
+    if not Path(path).is_file():
+        raise BenchError(f"{path}: no such file (give VBench's *_eval_results.json)")
+    try:
+        results = json.loads(Path(path).read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise BenchError(f"{path}: not JSON ({err}); give VBench's *_eval_results.json") from None
     if not isinstance(results, dict):
         raise BenchError(f"{path}: not a VBench results file (expected {{dimension: [aggregate, [...]]}})")
     summary = ImportSummary()

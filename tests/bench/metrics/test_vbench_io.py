@@ -8,6 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from bench.cli.app import app
+from bench.errors import BenchError
 from bench.metrics.vbench.results_io import LEADERBOARD, import_results, leaderboard_scores
 from bench.prompts import load_prompts
 from bench.runner import report_run
@@ -93,3 +94,12 @@ def test_import_reports_results_that_match_no_exported_video(tmp_path):
     assert summary.unmatched == ["/elsewhere/a cat-0.mp4"] and summary.imported == {}
     result = CliRunner().invoke(app, ["import-vbench", str(results)])
     assert result.exit_code == 1 and "matched no exported video" in result.output
+
+
+def test_import_of_a_missing_or_broken_file_is_one_line(tmp_path):
+    with pytest.raises(BenchError, match="no such file"):
+        import_results(tmp_path / "missing.json")
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    with pytest.raises(BenchError, match="not JSON"):
+        import_results(broken)
