@@ -145,7 +145,7 @@ def show_summary(console: Console, grid: Grid, summary: RunSummary) -> None:
 def ablate(
     grid: GridOpt,
     overrides: SetOpt = None,
-    executor: ExecutorOpt = "local",
+    executor: ExecutorOpt = "auto",
     address: AddressOpt = None,
     workers: WorkersOpt = None,
     limit: LimitOpt = None,
@@ -166,7 +166,7 @@ def ablate(
 def generate(
     grid: GridOpt,
     overrides: SetOpt = None,
-    executor: ExecutorOpt = "local",
+    executor: ExecutorOpt = "auto",
     address: AddressOpt = None,
     workers: WorkersOpt = None,
     limit: LimitOpt = None,
@@ -189,7 +189,7 @@ def score(
         Optional[str],
         typer.Option("--backend", help="Only metrics of this backend: vbench, toyworld, formula (vbench alone: Table 3's six dims)."),
     ] = None,
-    executor: ExecutorOpt = "local",
+    executor: ExecutorOpt = "auto",
     address: AddressOpt = None,
     workers: WorkersOpt = None,
     force: ForceOpt = False,

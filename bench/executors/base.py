@@ -62,19 +62,26 @@ def skipped(unit: TrainUnit, failed_need: str) -> UnitFailure:
     return UnitFailure("train", unit.label, f"skipped: {failed_need} failed")
 
 
-def training_waves(units: Sequence[TrainUnit]) -> list[list[TrainUnit]]:
-    """Units grouped by dependency depth: every unit of a wave only needs units of earlier waves."""
-    depth: dict[str, int] = {}
-    for unit in units:  # plans list units after the units they need
-        depth[unit.id] = 1 + max((depth[need] for need in unit.needs), default=-1)
-    waves: list[list[TrainUnit]] = [[] for _ in range(max(depth.values(), default=-1) + 1)]
-    for unit in units:
-        waves[depth[unit.id]].append(unit)
-    return waves
+AUTO = "auto"  # the CLI's default executor: see `resolve_auto`
+
+
+def resolve_auto(workers: int | None, device: str | None) -> str:
+    """"local" on a GPU (one device, one process) or a single core; "processes" on several CPU cores."""
+    import torch
+
+    from bench.executors.processes import available_cpus
+
+    on_gpu = device.startswith("cuda") if device is not None else torch.cuda.is_available()
+    if workers is not None:
+        return "local" if workers == 1 else "processes"
+    return "local" if on_gpu or available_cpus() < 2 else "processes"
 
 
 def make_executor(name: str, *, address: str | None = None, workers: int | None = None, device: str | None = None) -> Executor:
-    """The executor `name` with the CLI's options (`--address`, `--workers` are Ray's; `--device` the local one's)."""
+    """The executor `name` ("auto" picks one, see `resolve_auto`) with the CLI's options
+    (`--address` is Ray's, `--workers` Ray's and processes', `--device` local's and processes')."""
+    if name == AUTO:
+        name = "ray" if address is not None else resolve_auto(workers, device)
     try:
         cls = EXECUTORS.get(name)
     except ConfigError as err:

@@ -29,8 +29,10 @@ class LocalExecutor(Executor):
 
     @classmethod
     def from_options(cls, *, address: str | None, workers: int | None, device: str | None) -> "LocalExecutor":
-        if address is not None or workers not in (None, 1):
-            raise BenchError("--address and --workers are options of --executor ray")
+        if address is not None:
+            raise BenchError("--address is an option of --executor ray")
+        if workers not in (None, 1):
+            raise BenchError("--executor local runs in this process: use --executor processes (or ray) for --workers")
         return cls(device=device)
 
     def train(

@@ -111,7 +111,9 @@ def test_grids_and_validate(tmp_path, capsys, monkeypatch):
     [
         (["ablate", "--grid", "layer"], "error: unknown grid 'layer'; did you mean 'layers'?"),
         (["ablate", "--grid", "layers", "--set", "injection.layers=first:8"], "injection.layers is an axis of this grid"),
-        (["ablate", "--grid", "layers", "--address", "auto"], "error: --address and --workers are options of --executor ray"),
+        (["ablate", "--grid", "layers", "--executor", "local", "--address", "auto"], "error: --address is an option of --executor ray"),
+        (["ablate", "--grid", "layers", "--executor", "local", "--workers", "2"], "error: --executor local runs in this process"),
+        (["ablate", "--grid", "layers", "--executor", "processes", "--workers", "0"], "error: --workers must be at least 1, got 0"),
         (["ablate", "--grid", "layers", "--executor", "slurm"], "error: --executor: unknown executor 'slurm'"),
         (["ablate", "--grid", "layers", "--limit", "0"], "error: --limit must be at least 1, got 0"),
         (["status", "nowhere"], "error: no run at 'nowhere'"),
@@ -136,7 +138,8 @@ def test_failed_units_are_listed_and_exit_1(tmp_path, mini_cache, capsys, monkey
     monkeypatch.setenv("ARLON_CACHE_DIR", str(mini_cache))
     monkeypatch.setenv("COLUMNS", "200")
     grid = write_mini_grid(tmp_path, prompts=1, samples=1)
-    code, out, _ = _main(capsys, monkeypatch, "ablate", "--grid", str(grid), "--out", str(tmp_path / "run"))
+    # In this process, where the patched function is.
+    code, out, _ = _main(capsys, monkeypatch, "ablate", "--grid", str(grid), "--out", str(tmp_path / "run"), "--executor", "local")
     assert code == 1
     assert "1 unit(s) failed (details in failures.json)" in out
     assert "layers=last:1: toy_heldout_0_00000-0" in out and "RuntimeError: out of memory" in out
@@ -145,7 +148,8 @@ def test_failed_units_are_listed_and_exit_1(tmp_path, mini_cache, capsys, monkey
 def test_a_killed_run_resumes_without_redoing_or_corrupting_anything(tmp_path, mini_cache):
     grid_path = write_mini_grid(tmp_path, layers="[first:1]", prompts=12, samples=1)
     run = tmp_path / "run"
-    process = _start_run(grid_path, run, mini_cache)
+    # In-process: a killed worker pool would leave its workers finishing their current videos.
+    process = _start_run(grid_path, run, mini_cache, "--executor", "local")
     _wait_for_videos(run, 2, process)
     process.send_signal(signal.SIGKILL)  # no clean-up of any kind
     process.wait()

@@ -6,7 +6,6 @@ import pandas as pd
 import pytest
 
 from bench.executors import local as local_executor
-from bench.executors.base import training_waves
 from bench.executors.work import LATENTS, cell_stages, seed_for
 from bench.grids import load_grid
 from bench.runner import open_run, plan_training, plan_videos, report_run, run_grid, run_status
@@ -120,8 +119,6 @@ def test_training_units_are_shared_between_cells():
     assert all((injector in needed[c.id]) != c.is_baseline for c in steps.cells)
     position = {u.id: i for i, u in enumerate(units)}
     assert all(position[need] < position[u.id] for u in units for need in u.needs)
-    waves = [[u.stage for u in wave] for wave in training_waves(units)]
-    assert waves == [["vae"], [LATENTS], ["ar_vq", "dit_vq", "backbone"], ["ar", "injector"]]
 
     layers = load_grid("layers")
     units, _ = plan_training([(c, cell_stages(c, False)) for c in layers.cells])

@@ -1,0 +1,137 @@
+"""The worker-process executor makes exactly the videos the in-process one makes (seeds never depend
+on the executor or the number of workers), relays training progress, and reports a failing unit."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from bench.executors import make_executor
+from bench.executors.base import resolve_auto
+from bench.executors.local import LocalExecutor
+from bench.executors.pool import TaskPoolExecutor
+from bench.executors.processes import ProcessExecutor
+from bench.executors.work import LATENTS, WorkContext, cell_stages
+from bench.grids import load_grid
+from bench.runner import needs_reference, plan_training, run_grid
+from bench.store import RunStore
+
+from mini_run import mini_cache, write_mini_grid  # noqa: F401  (mini_cache is a fixture)
+
+
+def _videos(store: RunStore) -> dict[str, tuple[str, str]]:
+    records = {p: json.loads(p.read_text()) for p in sorted(store.root.glob("cells/*/videos/*.json"))}
+    return {str(p.relative_to(store.root)): (r["sha256"], r["frames_sha256"]) for p, r in records.items()}
+
+
+def _checkpoints(store: RunStore) -> dict[str, str]:
+    stages = {}
+    for path in store.root.glob("cells/*/checkpoints.json"):
+        stages.update({name: s["sha256"] for name, s in json.loads(path.read_text())["stages"].items()})
+    return stages
+
+
+def test_two_worker_processes_train_and_generate_what_the_local_executor_does(tmp_path, mini_cache):
+    grid = load_grid(write_mini_grid(tmp_path))
+    local = RunStore(tmp_path / "local")
+    assert run_grid(grid, local, "local", cache_dir=mini_cache).ok
+
+    executor = make_executor("processes", workers=2, device="cpu")
+    seen: list[tuple[str, int, int]] = []
+    try:
+        parallel = RunStore(tmp_path / "processes")
+        # A fresh cache: the workers train every stage too (in dependency waves), then generate and score.
+        summary = run_grid(
+            grid, parallel, executor, cache_dir=tmp_path / "fresh-cache", progress=lambda *event: seen.append(event)
+        )
+    finally:
+        executor.close()
+    assert summary.ok, summary.failures
+    assert summary.counts["train"].run == 8 and summary.counts["generate"].run == 12
+
+    assert _checkpoints(parallel) == _checkpoints(local)
+    assert _videos(parallel) == _videos(local) and len(_videos(local)) == 12
+    assert (tmp_path / "processes" / "results.csv").read_text() == (tmp_path / "local" / "results.csv").read_text()
+    # Each training step reached the caller from its worker, not only each finished unit.
+    assert ("train injector (layers=first:1)", 4, 4) in seen and ("train injector (layers=first:1)", 1, 4) in seen
+    assert seen[-1][0] == "scores" and ("videos", 12, 12) in seen
+
+
+def test_an_error_in_a_worker_fails_its_unit_and_skips_the_units_that_need_it(tmp_path):
+    grid = load_grid(write_mini_grid(tmp_path))
+    units, _ = plan_training([(cell, cell_stages(cell, needs_reference(grid))) for cell in grid.cells])
+    missing = tmp_path / "missing.csv"
+    broken = [dataclasses.replace(unit, data=dataclasses.replace(unit.data, source=str(missing))) for unit in units]
+    executor = make_executor("processes", workers=2, device="cpu")
+    try:
+        context = WorkContext(str(tmp_path / "store"), str(tmp_path / "cache"), "cpu")
+        cached, failures = executor.train(broken, context, lambda task, done, total: None)
+    finally:
+        executor.close()
+    assert cached == {}
+    first, *rest = failures
+    assert first.unit == "vae" and str(missing) in first.error  # raised in the worker, reported here
+    assert len(rest) == len(units) - 1 and all(f.error.startswith("skipped: ") for f in rest)
+
+
+@pytest.mark.parametrize(
+    "workers, device, cpus, cuda, expected",
+    [
+        (None, None, 2, False, "processes"),
+        (None, None, 1, False, "local"),
+        (None, None, 16, True, "local"),
+        (None, "cpu", 4, True, "processes"),
+        (1, None, 8, False, "local"),
+        (3, "cuda", 8, True, "processes"),
+    ],
+)
+def test_auto_picks_local_on_a_gpu_or_one_core_and_processes_on_several(monkeypatch, workers, device, cpus, cuda, expected):
+    monkeypatch.setattr("bench.executors.processes.available_cpus", lambda: cpus)
+    monkeypatch.setattr("torch.cuda.is_available", lambda: cuda)
+    assert resolve_auto(workers, device) == expected
+
+
+def test_the_executors_take_only_their_options():
+    assert isinstance(make_executor("auto", workers=1, device="cpu"), LocalExecutor)
+    executor = make_executor("auto", workers=2, device="cpu")
+    try:
+        assert isinstance(executor, ProcessExecutor) and executor.workers == 2
+    finally:
+        executor.close()
+
+
+class _ScriptedPool(TaskPoolExecutor):
+    """Finishes the running units in the order of `finish_order` (stage names); records every start."""
+
+    workers = 4
+
+    def __init__(self, finish_order: list[str]):
+        self.finish_order, self.started, self.handles = list(finish_order), [], {}
+
+    @classmethod
+    def from_options(cls, **_):
+        raise NotImplementedError
+
+    def _submit(self, fn, unit, context):
+        self.started.append(unit.stage)
+        self.handles[len(self.handles)] = unit
+        return len(self.handles) - 1
+
+    def _finished(self, handles, progress):
+        stage = self.finish_order.pop(0)
+        handle = next(h for h in handles if self.handles[h].stage == stage)
+        yield handle, False, (RuntimeError("boom") if stage == "dit_vq" else None)
+
+
+def test_a_unit_starts_as_soon_as_its_needs_are_done_and_a_failure_skips_its_dependants():
+    steps = load_grid("steps")
+    units, _ = plan_training([(c, cell_stages(c, True)) for c in steps.cells])
+    pool = _ScriptedPool(["vae", LATENTS, "ar_vq", "dit_vq", "ar", "backbone"])
+    context = WorkContext("store", "cache", "cpu")
+    cached, failures = pool.train(units, context, lambda task, done, total: None)
+    # The AR model started when the AR-ratio VQ-VAE finished, before the backbone (still running) did.
+    assert pool.started == ["vae", LATENTS, "ar_vq", "dit_vq", "backbone", "ar"]
+    assert [(f.unit, f.error) for f in failures] == [("dit_vq", "RuntimeError: boom"), ("injector", "skipped: dit_vq failed")]
+    assert sorted(cached.values()) == [False] * 5
