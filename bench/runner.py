@@ -25,13 +25,17 @@ import dataclasses
 import os
 import time
 from dataclasses import dataclass, field
+from typing import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
 
+from arlon.config import ArlonConfig
+from arlon.errors import ConfigError
+from arlon.training import DataConfig, TrainConfig
 from arlon.training.cache import cache_root, hash_json, train_key_fields
-from arlon.training.stages import RECIPE_VERSIONS, is_trained_here, stage_configs, stage_dependencies
+from arlon.training.stages import RECIPE_VERSIONS, check_stage, is_trained_here, stage_configs, stage_dependencies
 from bench.errors import BenchError
 from bench.executors import Executor, make_executor
 from bench.executors.work import (
@@ -62,7 +66,7 @@ PHASES = ("train", "generate", "score")
 STAGE_ORDER = ("vae", LATENTS, "ar_vq", "dit_vq", "ar", "backbone", "injector")
 
 
-def no_progress(task: str, done: int, total: int) -> None:
+def no_progress(task: str, done: int, total: int, loss: float | None = None) -> None:
     """The default progress callback."""
 
 
@@ -266,6 +270,46 @@ def run_grid(
         finally:
             if owns_executor:
                 executor.close()
+
+
+def train_stages(
+    cfg: ArlonConfig,
+    stages: Sequence[str],
+    recipes: Mapping[str, TrainConfig],
+    data: DataConfig = DataConfig(),
+    executor: Executor | str = "local",
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    progress: Progress | None = None,
+) -> tuple[dict[str, bool], list[UnitFailure]]:
+    """Train `stages` of one config (and the stages they need) into the cache, as the units of a
+    grid are trained: each unit starts as soon as its needs are done, so an executor with several
+    workers trains independent stages (the AR model and the backbone) side by side.
+
+    `recipes` holds a TrainConfig for every stage trained (dependencies included; see
+    `bench.cli.train.stage_recipes`). Returns ({stage: True when it came from the cache}, failures).
+    """
+    for stage in stages:
+        if not is_trained_here(check_stage(stage), cfg):
+            what = "vae.kind is not 'tiny'" if stage == "vae" else "backbone.pretrained is set"
+            raise ConfigError(f"stage {stage!r} is not trained for preset {cfg.name!r}: {what}, so its weights load pretrained")
+    cell = Cell(label=cfg.name, config=cfg.validate(), is_baseline=False, recipes=tuple(recipes.items()), data=data)
+    units, _ = plan_training([(cell, tuple(stages))])
+    for unit in units:
+        if unit.stage != LATENTS:
+            cell.recipe(unit.stage).validate(unit.stage)  # a missing step count fails here, not in a worker
+    units = [dataclasses.replace(unit, label=unit.stage) for unit in units]
+    owns_executor = isinstance(executor, str)
+    if owns_executor:
+        executor = make_executor(executor)
+    try:
+        cache = str(cache_root(cache_dir).resolve())
+        cached, failures = executor.train(units, WorkContext(cache, cache, executor.device), progress or no_progress)
+    finally:
+        if owns_executor:
+            executor.close()
+    by_id = {unit.id: unit.stage for unit in units}
+    return {by_id[unit_id]: was_cached for unit_id, was_cached in cached.items()}, failures
 
 
 def with_metrics(grid: Grid, metrics: tuple[str, ...]) -> Grid:

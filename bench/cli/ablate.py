@@ -5,16 +5,15 @@ Each command is one call of `bench.runner.run_grid`; they differ only in the pha
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Callable, Iterator, Optional
+from typing import Annotated, Optional
 
 import typer
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from bench.cli.options import DeviceOpt, SetOpt
+from bench.cli.progress import task_bars
 from bench.cli.run_options import (
     AddressOpt,
     ExecutorOpt,
@@ -80,22 +79,6 @@ ABLATION_DIMENSIONS = (
 )
 
 
-@contextmanager
-def run_progress(console: Console) -> Iterator[Callable[[str, int, int], None]]:
-    """One bar per task the library reports (training stages, videos, scores)."""
-    with Progress(
-        TextColumn("[bold]{task.description:<28}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
-    ) as bar:
-        tasks: dict[str, int] = {}
-
-        def update(task: str, done: int, total: int) -> None:
-            if task not in tasks:
-                tasks[task] = bar.add_task(task, total=total)
-            bar.update(tasks[task], completed=done, total=total)
-
-        yield update
-
-
 def _run(
     grid: Grid,
     store: RunStore,
@@ -117,7 +100,7 @@ def _run(
         highlight=False,
     )
     try:
-        with run_progress(console) as progress:
+        with task_bars(console) as progress:
             summary = run_grid(
                 grid, store, runner, force=force, limit=limit, progress=progress, phases=phases,
                 score_metrics=score_metrics,

@@ -3,22 +3,24 @@
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Annotated, Iterator, Optional
+from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from arlon.presets import get_preset
 from arlon.training import DataConfig, TrainConfig, TrainingSession, default_train_config, stages_for
 from arlon.training.cache import TrainedStage
-from arlon.training.common import TrainProgress
 from arlon.training.stages import check_stage
 from bench.cli.options import DeviceOpt, PresetOpt, SetOpt
+from bench.cli.progress import task_bars
+from bench.cli.run_options import ExecutorOpt, WorkersOpt
+from bench.cli.sample import parse_device
 from bench.errors import BenchError
+from bench.executors import make_executor
 from bench.overrides import apply_overrides
+from bench.runner import train_stages
 
 EXAMPLES = """Examples:
 
@@ -56,13 +58,15 @@ def train(
     stage: Annotated[
         Optional[list[str]], typer.Option("--stage", help="Stage to train (repeatable): vae, ar_vq, dit_vq, ar, backbone, injector.")
     ] = None,
-    all_stages: Annotated[bool, typer.Option("--all", help="Train every stage of the preset in order, reusing cached ones.")] = False,
+    all_stages: Annotated[bool, typer.Option("--all", help="Train every stage of the preset, reusing cached ones (independent stages side by side when there are several workers).")] = False,
     preset: PresetOpt = "tiny",
     overrides: SetOpt = None,
     steps: Annotated[Optional[int], typer.Option("--steps", help="Optimiser steps of every stage trained (= --set train.steps=N).")] = None,
     data: Annotated[str, typer.Option("--data", help="'toyworld' or a CSV of video paths and captions.")] = "toyworld",
     out: Annotated[Optional[str], typer.Option("--out", help="With --all: also gather every component in this directory.")] = None,
     device: DeviceOpt = None,
+    executor: ExecutorOpt = "auto",
+    workers: WorkersOpt = None,
 ) -> None:
     """Train ARLON's components (and the stages they need), reusing cached checkpoints.
 
@@ -78,18 +82,27 @@ def train(
     cfg = apply_overrides(get_preset(preset), model_overrides)
     data_cfg = apply_overrides(TrainingOptions(TrainConfig(), DataConfig(source=data)), [o for o in recipe_overrides if o.startswith("data.")]).data
     train_overrides = [o for o in recipe_overrides if o.startswith("train.")]
-    recipes = stage_recipes(cfg, stages_for(cfg) if all_stages else list(stage), train_overrides)
+    asked = stages_for(cfg) if all_stages else list(stage)
+    recipes = {name: default_train_config(name, cfg) for name in stages_for(cfg)}
+    recipes.update(stage_recipes(cfg, asked, train_overrides))
     console = Console()
-    with rich_train_progress(console) as progress:
-        session = TrainingSession(cfg, data=data_cfg, train=recipes, device=device, progress=progress)
-        if all_stages:
-            checkpoint_dir = session.checkpoint_dir(out)
-        else:
-            for name in stage:
-                session.ensure(name)
-    for done in session.trained.values():
-        console.print(summary_line(done), highlight=False, soft_wrap=True, markup=False)
+    torch_device = parse_device(device)
+    runner = make_executor(executor, workers=workers, device=str(torch_device) if torch_device else None)
+    try:
+        with task_bars(console) as progress:
+            cached, failures = train_stages(cfg, asked, recipes, data_cfg, runner, progress=progress)
+    finally:
+        runner.close()
+    if failures:
+        for failed in failures:
+            console.print(f"[red]error[/]: {failed.unit}: {failed.error}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+    # Every stage is in the cache now: this session only finds them.
+    session = TrainingSession(cfg, data=data_cfg, train=recipes, device=torch_device)
+    for name in (s for s in stages_for(cfg) if s in cached):
+        console.print(summary_line(session.ensure(name), trained_now=not cached[name]), highlight=False, soft_wrap=True, markup=False)
     if all_stages:
+        checkpoint_dir = session.checkpoint_dir(out)
         console.print(f"checkpoints: {checkpoint_dir}  (arlon-bench sample --checkpoint {checkpoint_dir} ...)", soft_wrap=True)
 
 
@@ -114,32 +127,10 @@ def split_overrides(overrides: list[str], steps: int | None) -> tuple[list[str],
     return model, recipe
 
 
-@contextmanager
-def rich_train_progress(console: Console) -> Iterator[TrainProgress]:
-    """One bar per stage (and per latent pool), with the last loss."""
-    with Progress(
-        TextColumn("[bold]{task.description:<18}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[loss]}"),
-        TimeElapsedColumn(),
-        console=console,
-    ) as bar:
-        tasks: dict[str, int] = {}
-
-        def update(name: str, done: int, total: int, loss: float | None) -> None:
-            if name not in tasks:
-                tasks[name] = bar.add_task(name, total=total, loss="")
-            text = f"loss {loss:.4f}" if loss is not None and math.isfinite(loss) else ""
-            bar.update(tasks[name], completed=done, total=total, loss=text)
-
-        yield update
-
-
-def summary_line(stage: TrainedStage) -> str:
+def summary_line(stage: TrainedStage, trained_now: bool) -> str:
     """`vae: trained 700 steps in 212.3 s, loss 0.1102 -> 0.0041, heldout_psnr_db=29.1 [dir]`."""
     metrics = stage.metrics
-    status = "cached" if stage.cached else f"trained {stage.steps_run} steps in {stage.manifest['wall_s']:.1f} s"
+    status = f"trained {stage.manifest['step']} steps in {stage.manifest['wall_s']:.1f} s" if trained_now else "cached"
     loss = f"loss {metrics.get('loss_first', math.nan):.4f} -> {metrics.get('loss_final', math.nan):.4f}"
     shown = "".join(f", {name}={metrics[name]:.4g}" for name in SHOWN_METRICS if name in metrics)
     return f"{stage.stage}: {status}, {loss}{shown}  [{stage.directory}]"

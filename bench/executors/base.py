@@ -2,7 +2,8 @@
 
 An executor runs the units a plan hands it and reports what failed; it never decides what to run.
 Every executor calls the same unit functions (`bench.executors.work`), so the files it writes and
-the videos it makes are the same, whatever the executor and its number of workers.
+the videos it makes are the same, whatever the executor and its number of workers, as long as each
+worker runs as many torch threads (the thread count orders float sums: the last bits would differ).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ class Executor(ABC):
       videos and their records are written to the store by the worker. Returns the failures.
     - `score(jobs, commit)`: every score unit; the records reach the store through `commit`,
       called in the calling process. Returns the failures.
-    Unit failures are collected, never raised; `progress(task, done, total)` follows the work.
+    Unit failures are collected, never raised; `progress(task, done, total[, loss])` follows the work.
     """
 
     device: str | None = None  # torch device of the workers (None: CUDA if available, else CPU)

@@ -42,8 +42,8 @@ def _start_worker(progress_queue, threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def _relay_progress(task: str, done: int, total: int) -> None:
-    _progress_queue.put((task, done, total))
+def _relay_progress(task: str, done: int, total: int, loss: float | None = None) -> None:
+    _progress_queue.put((task, done, total, loss))
 
 
 def _run_in_worker(fn: Callable, args: tuple) -> Any:
@@ -94,10 +94,10 @@ class ProcessExecutor(TaskPoolExecutor):
     def _relay(self, progress: Progress) -> None:
         while True:
             try:
-                task, done, total = self._queue.get_nowait()
+                task, done, total, loss = self._queue.get_nowait()
             except queue_module.Empty:
                 return
-            progress(task, done, total)
+            progress(task, done, total, loss)
 
     def _finished(self, handles: Sequence[Any], progress: Progress) -> Iterator[tuple[Any, Any, BaseException | None]]:
         pending = set(handles)

@@ -26,7 +26,7 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -61,8 +61,10 @@ from bench.store import RunStore, file_sha256
 LATENTS = "latents"  # the unit that encodes the training and held-out clips with the video VAE
 SEED_RULE = "int(sha256('<base_seed>/<prompt_id>/<k>')[:8], 16) % 2**31"
 
-# (task, done, total): the library's progress callback.
-Progress = Callable[[str, int, int], None]
+class Progress(Protocol):
+    """The library's progress callback: where a long step is; `loss` comes with a training stage's steps."""
+
+    def __call__(self, task: str, done: int, total: int, loss: float | None = None) -> None: ...
 
 
 def seed_for(prompt_id: str, sample: int, base_seed: int) -> int:
@@ -191,7 +193,7 @@ def run_train_unit(unit: TrainUnit, context: WorkContext, progress: Progress | N
 
     def report(name: str, done: int, total: int, loss: float | None) -> None:
         if progress is not None:
-            progress(f"train {unit.label}" if name == unit.stage else f"train {name}", done, total)
+            progress(f"train {unit.label}" if name == unit.stage else f"train {name}", done, total, loss)
 
     session = TrainingSession(
         unit.config, data=unit.data, train=dict(unit.recipes), cache_dir=context.cache_dir,

@@ -55,7 +55,7 @@ def train_mini_cache(grid: Grid, cache_dir: Path) -> Path:
     with_reference = needs_reference(grid)
     units, _ = plan_training([(cell, cell_stages(cell, with_reference)) for cell in grid.cells])
     context = WorkContext(str(cache_dir), str(cache_dir), "cpu")
-    _, failures = LocalExecutor("cpu").train(units, context, lambda task, done, total: None)
+    _, failures = LocalExecutor("cpu").train(units, context, lambda *event: None)
     assert not failures, failures
     return cache_dir
 

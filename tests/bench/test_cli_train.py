@@ -58,3 +58,29 @@ def test_recipe_overrides_change_only_the_stages_asked_for():
     assert set(recipes) == {"backbone"}  # the VAE it depends on keeps its default recipe and cache key
     assert recipes["backbone"].steps == 7 and recipes["backbone"].lr == 0.003
     assert recipes["backbone"].batch_size == default_train_config("backbone", cfg).batch_size
+
+
+def test_train_all_with_two_worker_processes_then_everything_is_cached(tmp_path):
+    env = {"ARLON_CACHE_DIR": str(tmp_path / "cache"), "COLUMNS": "200"}
+    args = ["train", "--all", "--steps", "2", *SMALL, "--executor", "processes", "--workers", "2", "--out", str(tmp_path / "ckpt")]
+    result = runner.invoke(app, args, env=env)
+    assert result.exit_code == 0, result.output
+    for stage in ("vae", "ar_vq", "dit_vq", "ar", "backbone", "injector"):
+        assert f"{stage}: trained 2 steps in" in result.output
+        assert (tmp_path / "ckpt" / f"{stage}.safetensors").is_file()
+    assert "train injector" in result.output and "loss " in result.output  # the workers' step bars, with the loss
+
+    again = runner.invoke(app, args, env=env)
+    assert again.exit_code == 0, again.output
+    cached = [line.split(":")[0] for line in again.output.splitlines() if ": cached, loss" in line]
+    assert cached == ["vae", "ar_vq", "dit_vq", "ar", "backbone", "injector"]
+
+
+def test_a_stage_that_fails_in_a_worker_is_one_line_and_exit_1(tmp_path):
+    env = {"ARLON_CACHE_DIR": str(tmp_path / "cache"), "COLUMNS": "200"}
+    missing = tmp_path / "clips.csv"
+    result = runner.invoke(app, ["train", "--stage", "vae", "--steps", "2", *SMALL, "--data", str(missing), "--executor", "processes"], env=env)
+    assert result.exit_code == 1
+    errors = [line for line in result.output.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and errors[0].startswith("error: vae: ") and str(missing) in errors[0]
+    assert "Traceback" not in result.output
