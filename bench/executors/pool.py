@@ -46,6 +46,22 @@ def one_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {message[:300]}"
 
 
+def units_alone(units: Sequence[TrainUnit]) -> set[str]:
+    """Ids of the units that never run beside another: every other unit needs them or is needed by
+    them (the VAE and its latent pools in `train --all`). A function of the plan alone, not of
+    timing, so the thread count a unit trains with (and so its weights, to the last bit) is too."""
+    needs = {unit.id: set(unit.needs) for unit in units}
+    ancestors: dict[str, set[str]] = {}
+    for unit in units:  # plans list units after the units they need
+        ancestors[unit.id] = set().union(*({need} | ancestors.get(need, set()) for need in needs[unit.id]))
+    related = {uid: set(ancestors[uid]) for uid in ancestors}
+    for uid, above in ancestors.items():
+        for ancestor in above:
+            related.setdefault(ancestor, set()).add(uid)
+    everyone = set(ancestors)
+    return {uid for uid in everyone if related[uid] >= everyone - {uid}}
+
+
 class TaskPoolExecutor(Executor):
     """Runs units as tasks on `workers` parallel workers; see the module docstring."""
 
@@ -53,8 +69,9 @@ class TaskPoolExecutor(Executor):
     max_videos_per_task: int | None = None  # None: one part per worker share of a cell
 
     @abstractmethod
-    def _submit(self, fn: Callable, *args: Any) -> Any:
-        """Start `fn(*args)` on a worker; returns a handle."""
+    def _submit(self, fn: Callable, *args: Any, alone: bool = False) -> Any:
+        """Start `fn(*args)` on a worker; returns a handle. `alone`: no other task can run meanwhile
+        (the plan says so), so the task may use every core of its machine."""
 
     @abstractmethod
     def _finished(self, handles: Sequence[Any], progress: Progress) -> Iterator[tuple[Any, Any, BaseException | None]]:
@@ -79,6 +96,7 @@ class TaskPoolExecutor(Executor):
         failed: dict[str, str] = {}  # unit id -> its label
         finished: set[str] = set()
         planned = {unit.id for unit in units}
+        alone = units_alone(units)
         waiting, running = list(units), {}
         while waiting or running:
             # Start every unit whose needs are done (a need outside the plan counts as done);
@@ -91,7 +109,7 @@ class TaskPoolExecutor(Executor):
                     failed[unit.id] = unit.label
                     progress("train", len(finished) + len(failed), len(units))
                 elif all(need in finished or need not in planned for need in unit.needs):
-                    running[self._submit(run_train_unit, unit, context)] = unit
+                    running[self._submit(run_train_unit, unit, context, alone=unit.id in alone)] = unit
                 else:
                     still_waiting.append(unit)
             if not running:

@@ -3,8 +3,9 @@
 On the tiny preset a training step or a video is too small for two threads to speed it up (one
 injector trains in the same time on one core as on two), so a two-core machine finishes a grid
 nearly twice as fast with two single-threaded worker processes as with one two-threaded process.
-Waves, parts and failures are `TaskPoolExecutor`'s; training progress (each step's bar) comes back
-from the workers through a queue. Workers are started with "spawn" (safe with torch's threads and
+Scheduling, parts and failures are `TaskPoolExecutor`'s; a training unit the plan runs alone (the
+VAE, a convolutional network that two threads do speed up) gets every core; training progress (each
+step's bar, with its loss) comes back from the workers through a queue. Workers are started with "spawn" (safe with torch's threads and
 with CUDA) and live until `close()`.
 """
 
@@ -36,17 +37,17 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def _start_worker(progress_queue, threads: int) -> None:
+def _start_worker(progress_queue) -> None:
     global _progress_queue
     _progress_queue = progress_queue
-    torch.set_num_threads(threads)
 
 
 def _relay_progress(task: str, done: int, total: int, loss: float | None = None) -> None:
     _progress_queue.put((task, done, total, loss))
 
 
-def _run_in_worker(fn: Callable, args: tuple) -> Any:
+def _run_in_worker(fn: Callable, args: tuple, threads: int) -> Any:
+    torch.set_num_threads(threads)
     if fn is run_train_unit:  # the steps of a long training show in the caller's progress bars
         return fn(*args, progress=_relay_progress)
     return fn(*args)
@@ -54,7 +55,8 @@ def _run_in_worker(fn: Callable, args: tuple) -> Any:
 
 @EXECUTORS.register("processes")
 class ProcessExecutor(TaskPoolExecutor):
-    """Runs units in `workers` worker processes here, each with cores // workers torch threads."""
+    """Runs units in `workers` worker processes here, each with cores // workers torch threads (all
+    the cores for a training unit that the plan runs alone, such as the VAE)."""
 
     # Parts of a few videos keep the video bar moving; loading a tiny cell's checkpoints takes well under a second.
     max_videos_per_task = 4
@@ -69,9 +71,8 @@ class ProcessExecutor(TaskPoolExecutor):
         self._pool = self._new_pool()
 
     def _new_pool(self) -> futures.ProcessPoolExecutor:
-        threads = max(1, available_cpus() // self.workers)
         return futures.ProcessPoolExecutor(
-            max_workers=self.workers, mp_context=self._context, initializer=_start_worker, initargs=(self._queue, threads)
+            max_workers=self.workers, mp_context=self._context, initializer=_start_worker, initargs=(self._queue,)
         )
 
     @classmethod
@@ -83,13 +84,14 @@ class ProcessExecutor(TaskPoolExecutor):
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
-    def _submit(self, fn: Callable, *args: Any) -> futures.Future:
+    def _submit(self, fn: Callable, *args: Any, alone: bool = False) -> futures.Future:
+        threads = available_cpus() if alone else max(1, available_cpus() // self.workers)
         try:
-            return self._pool.submit(_run_in_worker, fn, args)
+            return self._pool.submit(_run_in_worker, fn, args, threads)
         except futures.process.BrokenProcessPool:  # a worker died (its units failed with it): start afresh
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = self._new_pool()
-            return self._pool.submit(_run_in_worker, fn, args)
+            return self._pool.submit(_run_in_worker, fn, args, threads)
 
     def _relay(self, progress: Progress) -> None:
         while True:

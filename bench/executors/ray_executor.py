@@ -65,8 +65,8 @@ class RayExecutor(TaskPoolExecutor):
         if self.started_here and self.ray.is_initialized():
             self.ray.shutdown()
 
-    def _submit(self, fn: Callable, *args: Any) -> Any:
-        return self._remote[fn].remote(*args)
+    def _submit(self, fn: Callable, *args: Any, alone: bool = False) -> Any:
+        return self._remote[fn].remote(*args)  # one CPU a task: Ray sizes its workers' threads
 
     def _finished(self, handles: Sequence[Any], progress: Progress) -> Iterator[tuple[Any, Any, BaseException | None]]:
         pending = list(handles)

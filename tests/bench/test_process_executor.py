@@ -12,7 +12,7 @@ import torch
 from bench.executors import make_executor
 from bench.executors.base import resolve_auto
 from bench.executors.local import LocalExecutor
-from bench.executors.pool import TaskPoolExecutor
+from bench.executors.pool import TaskPoolExecutor, units_alone
 from bench.executors.processes import ProcessExecutor
 from bench.executors.work import LATENTS, WorkContext, cell_stages
 from bench.grids import load_grid
@@ -34,7 +34,7 @@ def _checkpoints(store: RunStore) -> dict[str, str]:
     return stages
 
 
-def test_two_worker_processes_train_and_generate_what_the_local_executor_does(tmp_path):
+def test_two_worker_processes_train_and_generate_what_the_local_executor_does(tmp_path, monkeypatch):
     grid = load_grid(write_mini_grid(tmp_path))
     local = RunStore(tmp_path / "local")
     # The workers run one torch thread each; bit-for-bit equality needs the same here, for training
@@ -46,6 +46,7 @@ def test_two_worker_processes_train_and_generate_what_the_local_executor_does(tm
     finally:
         torch.set_num_threads(threads)
 
+    monkeypatch.setattr("bench.executors.processes.available_cpus", lambda: 1)  # the VAE alone: one thread too
     executor = make_executor("processes", workers=2, device="cpu")
     seen: list[tuple[str, int, int]] = []
     try:
@@ -124,7 +125,7 @@ class _ScriptedPool(TaskPoolExecutor):
     def from_options(cls, **_):
         raise NotImplementedError
 
-    def _submit(self, fn, unit, context):
+    def _submit(self, fn, unit, context, alone=False):
         self.started.append(unit.stage)
         self.handles[len(self.handles)] = unit
         return len(self.handles) - 1
@@ -133,6 +134,14 @@ class _ScriptedPool(TaskPoolExecutor):
         stage = self.finish_order.pop(0)
         handle = next(h for h in handles if self.handles[h].stage == stage)
         yield handle, False, (RuntimeError("boom") if stage == "dit_vq" else None)
+
+
+def test_only_the_units_that_every_other_unit_depends_on_or_follows_run_alone():
+    steps = load_grid("steps")
+    units, _ = plan_training([(c, cell_stages(c, True)) for c in steps.cells])
+    assert sorted(u.stage for u in units if u.id in units_alone(units)) == ["latents", "vae"]
+    chain = [u for u in units if u.stage in ("vae", LATENTS, "backbone")]
+    assert len(units_alone(chain)) == 3
 
 
 def test_a_unit_starts_as_soon_as_its_needs_are_done_and_a_failure_skips_its_dependants():
