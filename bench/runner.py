@@ -281,13 +281,15 @@ def train_stages(
     *,
     cache_dir: str | os.PathLike | None = None,
     progress: Progress | None = None,
+    use_shipped: bool = True,
 ) -> tuple[dict[str, bool], list[UnitFailure]]:
     """Train `stages` of one config (and the stages they need) into the cache, as the units of a
     grid are trained: each unit starts as soon as its needs are done, so an executor with several
     workers trains independent stages (the AR model and the backbone) side by side.
 
     `recipes` holds a TrainConfig for every stage trained (dependencies included; see
-    `bench.cli.train.stage_recipes`). Returns ({stage: True when it came from the cache}, failures).
+    `bench.cli.train.stage_recipes`); `use_shipped=False` trains the stages the package ships too.
+    Returns ({stage: True when it came from the cache}, failures).
     """
     for stage in stages:
         if not is_trained_here(check_stage(stage), cfg):
@@ -304,7 +306,8 @@ def train_stages(
         executor = make_executor(executor)
     try:
         cache = str(cache_root(cache_dir).resolve())
-        cached, failures = executor.train(units, WorkContext(cache, cache, executor.device), progress or no_progress)
+        context = WorkContext(cache, cache, executor.device, use_shipped)
+        cached, failures = executor.train(units, context, progress or no_progress)
     finally:
         if owns_executor:
             executor.close()

@@ -114,6 +114,8 @@ class TrainingSession:
 
     `train` maps stage names to TrainConfigs that replace the preset's recipe (`default_train_config`).
     Upstream stages are ensured first, so `ensure("injector")` trains whatever it needs.
+    `use_shipped=False` ignores the package's shipped checkpoints (`arlon/weights/`), so that every
+    stage missing from the cache trains here: how the shipped weights are re-created and checked.
     """
 
     def __init__(
@@ -125,8 +127,10 @@ class TrainingSession:
         cache_dir: str | os.PathLike | None = None,
         device: torch.device | str | None = None,
         progress: TrainProgress | None = None,
+        use_shipped: bool = True,
     ):
         self.cfg = cfg.validate()
+        self.use_shipped = use_shipped
         self.data = data
         self.train_overrides = dict(train or {})
         self.root = cache_root(cache_dir)
@@ -162,7 +166,7 @@ class TrainingSession:
         train = self.train_config(stage).validate(stage)
         key = self.stage_key(stage, train, upstream)
         directory = self.root / "stages" / stage / key
-        shipped = bundled_stage(self.cfg.name, stage, key)
+        shipped = bundled_stage(self.cfg.name, stage, key) if self.use_shipped else None
         if shipped is not None and not (directory / f"{stage}.json").is_file():
             directory = shipped[0]  # the package's own checkpoint of exactly this stage
         if (directory / f"{stage}.json").is_file():

@@ -122,9 +122,9 @@ def default_train_config(stage: str, cfg: ArlonConfig) -> TrainConfig:
 # rate than Open-Sora's fine-tuning because the tiny backbone trains from scratch in a few hundred steps.
 _TINY = {
     "vae": TrainConfig(steps=1500, batch_size=8, lr=3e-3, warmup_steps=50, clip_frames=8, checkpoint_every=200),
-    "ar_vq": TrainConfig(steps=400, batch_size=32, lr=1e-3, warmup_steps=30, checkpoint_every=200),
+    "ar_vq": TrainConfig(steps=600, batch_size=32, lr=1e-3, warmup_steps=30, checkpoint_every=200),
     "dit_vq": TrainConfig(steps=300, batch_size=32, lr=1e-3, warmup_steps=30, checkpoint_every=200),
-    "ar": TrainConfig(steps=400, batch_size=16, lr=2e-3, warmup_steps=50, caption_dropout=0.1, checkpoint_every=200),
+    "ar": TrainConfig(steps=1200, batch_size=16, lr=2e-3, warmup_steps=50, caption_dropout=0.1, checkpoint_every=200),
     "backbone": TrainConfig(steps=400, batch_size=8, lr=2e-3, warmup_steps=50, ema_decay=0.99, checkpoint_every=100),
     "injector": TrainConfig(steps=120, batch_size=8, lr=3e-3, warmup_steps=20, ema_decay=0.99, checkpoint_every=40),
 }

@@ -7,8 +7,9 @@ them when no checkpoint directory is given, and `TrainingSession` takes a shippe
 when its key matches (same config, recipe, data and upstream weights), so only what differs (an
 ablation cell's injector) is trained.
 
-To re-create them: `arlon-bench train --preset tiny --all --out DIR` with an empty cache
-(ARLON_CACHE_DIR pointing at a new directory), then compare DIR's manifests with these.
+To re-create them: `arlon-bench train --preset tiny --all --no-shipped --out DIR` with an empty
+cache (ARLON_CACHE_DIR pointing at a new directory), then compare DIR's manifests with these
+(without --no-shipped the training cache takes these very files as its own).
 """
 
 from __future__ import annotations

@@ -26,6 +26,8 @@ EXAMPLES = """Examples:
 
   arlon-bench train --preset tiny --all
 
+  ARLON_CACHE_DIR=$(mktemp -d) arlon-bench train --preset tiny --all --no-shipped --out retrained/
+
   arlon-bench train --stage injector --set injection.layers=first:8 --set noise.strategy=gaussian
 
   arlon-bench train --stage vae --steps 20 --set train.batch_size=4 --set data.num_train_clips=64
@@ -67,6 +69,14 @@ def train(
     device: DeviceOpt = None,
     executor: ExecutorOpt = "auto",
     workers: WorkersOpt = None,
+    shipped: Annotated[
+        bool,
+        typer.Option(
+            "--shipped/--no-shipped",
+            help="Take the package's shipped tiny checkpoints as cached; --no-shipped trains those stages too "
+            "(to re-create and check them).",
+        ),
+    ] = True,
 ) -> None:
     """Train ARLON's components (and the stages they need), reusing cached checkpoints.
 
@@ -90,7 +100,7 @@ def train(
     runner = make_executor(executor, workers=workers, device=str(torch_device) if torch_device else None)
     try:
         with task_bars(console) as progress:
-            cached, failures = train_stages(cfg, asked, recipes, data_cfg, runner, progress=progress)
+            cached, failures = train_stages(cfg, asked, recipes, data_cfg, runner, progress=progress, use_shipped=shipped)
     finally:
         runner.close()
     if failures:
@@ -98,7 +108,7 @@ def train(
             console.print(f"[red]error[/]: {failed.unit}: {failed.error}", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
     # Every stage is in the cache now: this session only finds them.
-    session = TrainingSession(cfg, data=data_cfg, train=recipes, device=torch_device)
+    session = TrainingSession(cfg, data=data_cfg, train=recipes, device=torch_device, use_shipped=shipped)
     for name in (s for s in stages_for(cfg) if s in cached):
         console.print(summary_line(session.ensure(name), trained_now=not cached[name]), highlight=False, soft_wrap=True, markup=False)
     if all_stages:

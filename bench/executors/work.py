@@ -89,6 +89,7 @@ class WorkContext:
     store_root: str
     cache_dir: str
     device: str | None = None  # None: CUDA if available, else CPU
+    use_shipped: bool = True  # take the package's shipped checkpoints as cached (TrainingSession)
 
     @property
     def torch_device(self) -> str:
@@ -197,7 +198,7 @@ def run_train_unit(unit: TrainUnit, context: WorkContext, progress: Progress | N
 
     session = TrainingSession(
         unit.config, data=unit.data, train=dict(unit.recipes), cache_dir=context.cache_dir,
-        device=context.torch_device, progress=report,
+        device=context.torch_device, progress=report, use_shipped=context.use_shipped,
     )
     if unit.stage == LATENTS:
         splits = ("train", "heldout")

@@ -84,3 +84,23 @@ def test_a_stage_that_fails_in_a_worker_is_one_line_and_exit_1(tmp_path):
     errors = [line for line in result.output.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and errors[0].startswith("error: vae: ") and str(missing) in errors[0]
     assert "Traceback" not in result.output
+
+
+def test_no_shipped_trains_a_stage_the_package_ships(tmp_path, monkeypatch):
+    """The cache takes a shipped checkpoint with the same key as its own; use_shipped=False trains it."""
+    from arlon.presets import tiny
+    from arlon.training import TrainingSession
+    from arlon.weights import bundled_checkpoint_dir
+
+    shipped = TrainingSession(tiny(), cache_dir=tmp_path).ensure("vae")
+    assert shipped.cached and shipped.directory == bundled_checkpoint_dir("tiny")
+
+    class WouldTrain(Exception):
+        pass
+
+    def train(self, stage, *args):
+        raise WouldTrain(stage)
+
+    monkeypatch.setattr(TrainingSession, "_train", train)
+    with pytest.raises(WouldTrain, match="vae"):
+        TrainingSession(tiny(), cache_dir=tmp_path, use_shipped=False).ensure("vae")
