@@ -7,14 +7,17 @@ learning rate so that ARLON's videos differ visibly from the baseline's.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from bench.executors.local import LocalExecutor
 from bench.executors.work import WorkContext, cell_stages
 from bench.grids import Grid, load_grid
-from bench.runner import needs_reference, plan_training
+from bench.runner import needs_reference, plan_training, run_grid
+from bench.store import RunStore
 
 MINI_GRID = """\
 name: mini
@@ -66,3 +69,30 @@ def mini_cache(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("mini")
     grid = load_grid(write_mini_grid(root))
     return train_mini_cache(grid, root / "cache")
+
+
+def video_hashes(store: RunStore) -> dict[str, tuple[str, str]]:
+    """{video record path: (mp4 sha256, frames sha256)} of a run: what two executors must agree on."""
+    records = {p: json.loads(p.read_text()) for p in sorted(store.root.glob("cells/*/videos/*.json"))}
+    return {str(p.relative_to(store.root)): (r["sha256"], r["frames_sha256"]) for p, r in records.items()}
+
+
+def checkpoint_hashes(store: RunStore) -> dict[str, str]:
+    """{stage: sha256 of its weights} over every cell of a run."""
+    stages = {}
+    for path in store.root.glob("cells/*/checkpoints.json"):
+        stages.update({name: s["sha256"] for name, s in json.loads(path.read_text())["stages"].items()})
+    return stages
+
+
+def run_on_one_thread(grid: Grid, store_dir: Path, cache_dir: Path) -> RunStore:
+    """Run `grid` with the local executor on one torch thread, as the worker executors' workers run:
+    bit-for-bit equality needs equal thread counts, for training too (they order float sums)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        store = RunStore(store_dir)
+        assert run_grid(grid, store, "local", cache_dir=cache_dir).ok
+    finally:
+        torch.set_num_threads(threads)
+    return store

@@ -3,7 +3,6 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import numpy as np
 from typer.testing import CliRunner
 
 from arlon.data.video_io import read_video

@@ -4,10 +4,8 @@ on the executor or the number of workers), relays training progress, and reports
 from __future__ import annotations
 
 import dataclasses
-import json
 
 import pytest
-import torch
 
 from bench.executors import make_executor
 from bench.executors.base import resolve_auto
@@ -19,39 +17,19 @@ from bench.grids import load_grid
 from bench.runner import needs_reference, plan_training, run_grid
 from bench.store import RunStore
 
-from mini_run import write_mini_grid
-
-
-def _videos(store: RunStore) -> dict[str, tuple[str, str]]:
-    records = {p: json.loads(p.read_text()) for p in sorted(store.root.glob("cells/*/videos/*.json"))}
-    return {str(p.relative_to(store.root)): (r["sha256"], r["frames_sha256"]) for p, r in records.items()}
-
-
-def _checkpoints(store: RunStore) -> dict[str, str]:
-    stages = {}
-    for path in store.root.glob("cells/*/checkpoints.json"):
-        stages.update({name: s["sha256"] for name, s in json.loads(path.read_text())["stages"].items()})
-    return stages
+from mini_run import checkpoint_hashes, run_on_one_thread, video_hashes, write_mini_grid
 
 
 def test_two_worker_processes_train_and_generate_what_the_local_executor_does(tmp_path, monkeypatch):
     grid = load_grid(write_mini_grid(tmp_path))
-    local = RunStore(tmp_path / "local")
-    # The workers run one torch thread each; bit-for-bit equality needs the same here, for training
-    # too (thread counts change the order of float sums, so the weights would differ in their last bits).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        assert run_grid(grid, local, "local", cache_dir=tmp_path / "local-cache").ok
-    finally:
-        torch.set_num_threads(threads)
+    local = run_on_one_thread(grid, tmp_path / "local", tmp_path / "local-cache")
 
     monkeypatch.setattr("bench.executors.processes.available_cpus", lambda: 1)  # the VAE alone: one thread too
     executor = make_executor("processes", workers=2, device="cpu")
     seen: list[tuple[str, int, int]] = []
     try:
         parallel = RunStore(tmp_path / "processes")
-        # A fresh cache: the workers train every stage too (in dependency waves), then generate and score.
+        # A fresh cache: the workers train every stage too (each as soon as its needs are done), then generate and score.
         summary = run_grid(
             grid, parallel, executor, cache_dir=tmp_path / "fresh-cache", progress=lambda *event: seen.append(event)
         )
@@ -60,8 +38,8 @@ def test_two_worker_processes_train_and_generate_what_the_local_executor_does(tm
     assert summary.ok, summary.failures
     assert summary.counts["train"].run == 8 and summary.counts["generate"].run == 12
 
-    assert _checkpoints(parallel) == _checkpoints(local)
-    assert _videos(parallel) == _videos(local) and len(_videos(local)) == 12
+    assert checkpoint_hashes(parallel) == checkpoint_hashes(local)
+    assert video_hashes(parallel) == video_hashes(local) and len(video_hashes(local)) == 12
     assert (tmp_path / "processes" / "results.csv").read_text() == (tmp_path / "local" / "results.csv").read_text()
     # Each training step reached the caller from its worker, not only each finished unit.
     steps = [event for event in seen if event[0] == "train injector (layers=first:1)"]
