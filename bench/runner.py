@@ -32,10 +32,9 @@ from pathlib import Path
 import pandas as pd
 
 from arlon.config import ArlonConfig
-from arlon.errors import ConfigError
 from arlon.training import DataConfig, TrainConfig
 from arlon.training.cache import cache_root, hash_json, train_key_fields
-from arlon.training.stages import RECIPE_VERSIONS, check_stage, is_trained_here, stage_configs, stage_dependencies
+from arlon.training.stages import RECIPE_VERSIONS, check_trained_here, is_trained_here, stage_configs, stage_dependencies
 from bench.errors import BenchError
 from bench.executors import Executor, make_executor
 from bench.executors.work import (
@@ -292,9 +291,7 @@ def train_stages(
     Returns ({stage: True when it came from the cache}, failures).
     """
     for stage in stages:
-        if not is_trained_here(check_stage(stage), cfg):
-            what = "vae.kind is not 'tiny'" if stage == "vae" else "backbone.pretrained is set"
-            raise ConfigError(f"stage {stage!r} is not trained for preset {cfg.name!r}: {what}, so its weights load pretrained")
+        check_trained_here(stage, cfg)
     cell = Cell(label=cfg.name, config=cfg.validate(), is_baseline=False, recipes=tuple(recipes.items()), data=data)
     units, _ = plan_training([(cell, tuple(stages))])
     for unit in units:

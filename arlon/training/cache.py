@@ -37,7 +37,6 @@ from torch import nn
 
 from arlon.checkpoints.io import atomic_write_json, load_component, read_manifest, save_component
 from arlon.config import ArlonConfig
-from arlon.errors import ConfigError
 from arlon.models.ar_transformer import ARTransformer
 from arlon.models.latent_vq import LatentVQVAE
 from arlon.models.stdit3 import STDiT3
@@ -50,7 +49,7 @@ from arlon.training.data import ClipPool, ClipSource, DataConfig, TrainingData, 
 from arlon.training.injection import train_injector
 from arlon.training.stages import (
     RECIPE_VERSIONS,
-    check_stage,
+    check_trained_here,
     condition_vq_stage,
     default_train_config,
     is_trained_here,
@@ -156,10 +155,7 @@ class TrainingSession:
 
     def ensure(self, stage: str) -> TrainedStage:
         """The checkpoint of `stage` for this config: from the cache, or trained now (resuming if interrupted)."""
-        check_stage(stage)
-        if not is_trained_here(stage, self.cfg):
-            what = "vae.kind is not 'tiny'" if stage == "vae" else "backbone.pretrained is set"
-            raise ConfigError(f"stage {stage!r} is not trained for preset {self.cfg.name!r}: {what}, so its weights load pretrained")
+        check_trained_here(stage, self.cfg)
         if stage in self.trained:
             return self.trained[stage]
         upstream = {need: self.ensure(need) for need in stage_dependencies(stage, self.cfg)}

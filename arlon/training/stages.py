@@ -55,6 +55,14 @@ def is_trained_here(stage: str, cfg: ArlonConfig) -> bool:
     return True
 
 
+def check_trained_here(stage: str, cfg: ArlonConfig) -> str:
+    """`stage`, or one clear ConfigError when this config loads that stage's released weights instead."""
+    if not is_trained_here(check_stage(stage), cfg):
+        what = "vae.kind is not 'tiny'" if stage == "vae" else "backbone.pretrained is set"
+        raise ConfigError(f"stage {stage!r} is not trained for preset {cfg.name!r}: {what}, so its weights load pretrained")
+    return stage
+
+
 def stages_for(cfg: ArlonConfig) -> list[str]:
     """The stages `--all` runs for this config, in dependency order."""
     return [stage for stage in STAGES if is_trained_here(stage, cfg)]
