@@ -14,8 +14,11 @@ triples never seen in training), each with its target:
 4. ARLON (the config's injection, e.g. adaptive_norm first:14) against the baseline (the same frozen
    backbone without injection) on the same prompts, the same AR codes and the same initial noise:
    `toy_layout_iou` with the video decoded from the AR codes, mean and 95% bootstrap interval for
-   each and for the paired difference (target: the difference's interval lies above 0); and the
-   motion accuracy of both ("dynamic motion present where the prompt asks for it").
+   each and for the paired difference (target: the difference's interval lies above 0); and, for
+   "dynamic motion present where the prompt asks for it", each one's `motion_presence` (objects
+   asked to travel that do, in any direction; paired ARLON - baseline difference with its interval),
+   `motion_stillness` (objects asked to stay that do) and motion accuracy (the exact motion label).
+   The AR videos get presence and stillness too: what the plan itself carries.
 
 Per-prompt seeds: batch b is generated with seed `seed + b * batch_size`, so results depend on the
 batch size as well as the seed; both are recorded in the report.
@@ -46,7 +49,7 @@ from arlon.pipelines.arlon import (
 )
 from arlon.pipelines.components import ArlonComponents
 from bench.errors import BenchError
-from bench.metrics.toyworld import layout_iou, motion_accuracy, object_verdicts
+from bench.metrics.toyworld import layout_iou, motion_accuracy, motion_presence, motion_stillness, object_verdicts
 from bench.stats import Estimate, bootstrap_mean, paired_bootstrap_difference
 
 CHECKS = ("vae", "vq", "ar", "arlon")
@@ -233,10 +236,28 @@ def sample_ar_videos(
     return torch.cat(codes), np.concatenate(videos)
 
 
+def travel_judgements(videos: np.ndarray, prompts: list[ToyPrompt]) -> dict[str, np.ndarray]:
+    """Per prompt: `motion_presence` and `motion_stillness` (NaN where the prompt has no such object)."""
+    judged = {"motion_presence": motion_presence, "motion_stillness": motion_stillness}
+    return {
+        name: np.array([np.nan if (v := judge(video, p.scene)) is None else v for video, p in zip(videos, prompts, strict=True)])
+        for name, judge in judged.items()
+    }
+
+
+def _report_travel(report: ToyEvalReport, model: str, travel: dict[str, np.ndarray]) -> None:
+    for name, values in travel.items():
+        asked = values[np.isfinite(values)]
+        if asked.size:
+            report.intervals[f"{model}_{name}"] = bootstrap_mean(asked, name=f"{model}_{name}")
+            report.figures[f"{model}_{name}"] = float(asked.mean())
+
+
 def check_ar(ar_videos: np.ndarray, prompts: list[ToyPrompt], report: ToyEvalReport) -> None:
     table = verdict_table(ar_videos, prompts)
     for name in ("colour", "shape", "motion", "all", "primary_colour", "primary_shape", "primary_motion", "primary_all"):
         report.figures[f"ar_{name}"] = float(table[name].mean())
+    _report_travel(report, "ar", travel_judgements(ar_videos, prompts))
     match = float(table["primary_all"].mean())
     report.intervals["ar_prompt_match"] = bootstrap_mean(table["primary_all"].astype(float), name="ar_prompt_match")
     report.set_target("ar_prompt_match", match, match >= TARGETS["ar_prompt_match"])
@@ -276,6 +297,15 @@ def check_arlon(
         report.figures[f"{name}_layout_iou"] = float(layout[name].mean())
         report.figures[f"{name}_motion_accuracy"] = float(motion[name].mean())
         report.figures[f"{name}_prompt_match"] = float(verdict_table(videos[name], prompts)["all"].mean())
+    travel = {name: travel_judgements(vids, prompts) for name, vids in videos.items()}
+    for name in videos:
+        _report_travel(report, name, travel[name])
+    presence = {name: values["motion_presence"] for name, values in travel.items()}
+    asked = np.isfinite(presence["arlon"])  # the same prompts for both: it depends on the scene only
+    if asked.any():
+        report.intervals["arlon_minus_baseline_motion_presence"] = paired_bootstrap_difference(
+            presence["arlon"][asked], presence["baseline"][asked], name="motion_presence"
+        )
     difference = paired_bootstrap_difference(layout["arlon"], layout["baseline"], name="layout_iou")
     report.intervals["arlon_minus_baseline_layout_iou"] = difference
     report.set_target("arlon_minus_baseline_layout_iou_low", difference.low, difference.low > 0.0)

@@ -621,6 +621,49 @@ def motion_accuracy(video: np.ndarray, scene: SceneSpec) -> float:
     return float(np.mean(correct))
 
 
+def displaces(detections: ObjectDetections, width: int) -> bool:
+    """Does a detected object travel? Its x reverses like a bounce (`_is_bounce`), or its median
+    frame-to-frame step is at least STATIC_SPEED (`motion_direction` is not "static"), whatever its
+    direction and whatever happens to its size; False when it is found in fewer than two frames."""
+    found = detections.found
+    if found.sum() < 2:
+        return False
+    if _is_bounce(detections.centroids[found, 0], width):
+        return True
+    centroids = np.where(found[:, None], detections.centroids, np.nan)
+    return motion_direction(centroids, width).label not in ("static", "unknown")
+
+
+TRAVELLING_MOTIONS = (*LINEAR_MOTIONS, "bounce")
+
+
+def _travel_share(video: np.ndarray, scene: SceneSpec, travels: bool) -> float | None:
+    """Share of the objects asked to travel (travels=True) / asked to be static that the video shows so."""
+    asked = (lambda obj: obj.motion in TRAVELLING_MOTIONS) if travels else (lambda obj: obj.motion == "static")
+    analysis = analyse_video(video, scene)
+    verdicts = [
+        displaces(detections, video.shape[2]) == travels
+        for detections, obj in zip(analysis.objects, scene.objects, strict=True)
+        if asked(obj)
+    ]
+    return float(np.mean(verdicts)) if verdicts else None
+
+
+def motion_presence(video: np.ndarray, scene: SceneSpec) -> float | None:
+    """Is there motion where the prompt asks for it? Among the scene's objects that the prompt moves
+    (a linear move or a bounce), the fraction that the video shows travelling (`displaces`), in any
+    direction: the presence of motion, where `toy_motion_accuracy` also asks for the right label.
+    None when no object of the scene travels. Read it beside `motion_stillness`: a video in which
+    everything drifts scores 1 here and 0 there."""
+    return _travel_share(video, scene, travels=True)
+
+
+def motion_stillness(video: np.ndarray, scene: SceneSpec) -> float | None:
+    """Among the scene's objects the prompt calls static, the fraction that the video shows not
+    travelling; None when none is static."""
+    return _travel_share(video, scene, travels=False)
+
+
 @register_metric("toy_trajectory_error", backend=BACKEND, version=1, inputs=("video", "scene"), higher_is_better=False)
 def trajectory_error(video: np.ndarray, scene: SceneSpec) -> float:
     """Mean distance between detected and canonical centroids, over the frame diagonal.

@@ -41,6 +41,9 @@ def test_every_check_runs_and_an_untrained_arlon_gains_nothing(untrained, tmp_pa
     assert difference.mean == difference.low == difference.high == 0.0
     assert not report.targets["arlon_minus_baseline_layout_iou_low"]["passed"]
     assert not report.targets["vae_psnr_db"]["passed"]  # random weights reconstruct nothing
+    presence = report.intervals["arlon_minus_baseline_motion_presence"]  # two of the prompts ask for travel
+    assert presence.n == 2 and presence.mean == presence.low == presence.high == 0.0
+    assert report.intervals["arlon_motion_stillness"].n == 1
     saved = json.loads(report.save(tmp_path / "eval.json").read_text())
     assert saved["config"]["num_prompts"] == 4 and saved["intervals"]["vae_psnr_db"]["n"] == 4
 

@@ -192,6 +192,29 @@ def test_reversed_motion_is_read_as_the_opposite_direction(heldout):
         assert tm.motion_accuracy(_frames(shown), prompted) <= 1 - 1 / len(prompted.objects)
 
 
+def test_motion_presence_and_stillness_on_clean_frozen_and_reversed_videos(heldout):
+    # Clean renders: every object asked to travel travels and every static one stays.
+    presence = [tm.motion_presence(v, s) for v, s in heldout]
+    stillness = [tm.motion_stillness(v, s) for v, s in heldout]
+    assert sum(p is not None for p in presence) >= 5 and sum(p is not None for p in stillness) >= 1
+    assert all(p == 1.0 for p in presence if p is not None) and all(p == 1.0 for p in stillness if p is not None)
+    # The first frame held for the whole clip: nothing travels, so presence fails and stillness holds.
+    frozen = [(np.repeat(v[:1], T, axis=0), s) for v, s in heldout]
+    assert all(tm.motion_presence(v, s) in (None, 0.0) for v, s in frozen)
+    assert all(tm.motion_stillness(v, s) in (None, 1.0) for v, s in frozen)
+    # Travelling the wrong way is still motion: presence holds where motion accuracy fails.
+    for video, scene in heldout:
+        if scene.objects[0].motion in REVERSED and len(scene.objects) == 1:
+            backwards = video[::-1]
+            assert tm.motion_presence(backwards, scene) == 1.0 and tm.motion_accuracy(backwards, scene) == 0.0
+            break
+    else:
+        pytest.fail("no single-object linear move among the held-out prompts")
+    # Scenes without a travelling (static) object give None.
+    only_static = next(s for _, s in heldout if all(o.motion != "static" for o in s.objects))
+    assert tm.motion_stillness(_frames(only_static), only_static) is None
+
+
 def test_wrong_colours_are_not_found(heldout):
     for video, scene in heldout[:6]:
         used = {o.colour for o in scene.objects} | {o.target_colour for o in scene.objects if o.target_colour}
