@@ -57,8 +57,8 @@ def uint8_to_video_tensor(frames: np.ndarray) -> torch.Tensor:
 def _convert(frame: av.VideoFrame, pixel_format: str) -> av.VideoFrame:
     """`frame` in another pixel format, converted on one thread. PyAV 17+ converts on several threads
     by default, and the result varied from process to process: decoding the same mp4 could give other
-    pixels, and re-encoding 40 toy videos gave other mp4 bytes for 3 to 40 of them. On one thread (x264
-    too) the decoded pixels always matched and 279 of 280 re-encodes (7 processes) were byte-identical."""
+    pixels, and re-encoding 40 toy videos gave other mp4 bytes for 3 to 40 of them. Converted on one
+    thread (and encoded as `write_video` does), 16 processes re-encoding 40 videos agreed to the byte."""
     try:
         return frame.reformat(format=pixel_format, threads=1)
     except TypeError:  # PyAV < 17: no `threads`, and its conversion is single-threaded anyway
@@ -87,8 +87,10 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: int = 24, crf:
             stream = container.add_stream("libx264", rate=Fraction(fps))
             stream.width, stream.height = frames.shape[2], frames.shape[1]
             stream.pix_fmt = "yuv420p"
-            stream.options = {"crf": str(crf)}
-            stream.codec_context.thread_count = 1  # x264's output depends on its thread count
+            # x264's output depends on its thread count, and without cpu-independent its CPU-specific
+            # code paths still made about 1 in 300 re-encodes differ between processes (0 in 640 with it).
+            stream.options = {"crf": str(crf), "x264-params": "cpu-independent=1"}
+            stream.codec_context.thread_count = 1
             for frame in frames:
                 yuv = _convert(av.VideoFrame.from_ndarray(frame, format="rgb24"), "yuv420p")
                 for packet in stream.encode(yuv):
