@@ -291,15 +291,14 @@ def check_arlon(
     motion = {
         name: np.array([motion_accuracy(v, p.scene) for v, p in zip(vids, prompts, strict=True)]) for name, vids in videos.items()
     }
+    travel = {name: travel_judgements(vids, prompts) for name, vids in videos.items()}
     for name in videos:
+        _report_travel(report, name, travel[name])
         report.intervals[f"{name}_layout_iou"] = bootstrap_mean(layout[name], name=f"{name}_layout_iou")
         report.intervals[f"{name}_motion_accuracy"] = bootstrap_mean(motion[name], name=f"{name}_motion_accuracy")
         report.figures[f"{name}_layout_iou"] = float(layout[name].mean())
         report.figures[f"{name}_motion_accuracy"] = float(motion[name].mean())
         report.figures[f"{name}_prompt_match"] = float(verdict_table(videos[name], prompts)["all"].mean())
-    travel = {name: travel_judgements(vids, prompts) for name, vids in videos.items()}
-    for name in videos:
-        _report_travel(report, name, travel[name])
     presence = {name: values["motion_presence"] for name, values in travel.items()}
     asked = np.isfinite(presence["arlon"])  # the same prompts for both: it depends on the scene only
     if asked.any():

@@ -551,6 +551,13 @@ def detected_motion(detections: ObjectDetections, width: int) -> str:
         return "grow"
     if growth <= 1 / GROWTH_AREA_RATIO:
         return "shrink"
+    return _path_label(detections, width)
+
+
+def _path_label(detections: ObjectDetections, width: int) -> str:
+    """What the centroid path of an object found in two or more frames shows: "bounce", or
+    `toyworld.motion_direction`'s label (a linear direction or static)."""
+    found = detections.found
     if _is_bounce(detections.centroids[found, 0], width):
         return "bounce"
     centroids = np.where(found[:, None], detections.centroids, np.nan)
@@ -625,13 +632,9 @@ def displaces(detections: ObjectDetections, width: int) -> bool:
     """Does a detected object travel? Its x reverses like a bounce (`_is_bounce`), or its median
     frame-to-frame step is at least STATIC_SPEED (`motion_direction` is not "static"), whatever its
     direction and whatever happens to its size; False when it is found in fewer than two frames."""
-    found = detections.found
-    if found.sum() < 2:
+    if detections.found.sum() < 2:
         return False
-    if _is_bounce(detections.centroids[found, 0], width):
-        return True
-    centroids = np.where(found[:, None], detections.centroids, np.nan)
-    return motion_direction(centroids, width).label not in ("static", "unknown")
+    return _path_label(detections, width) not in ("static", "unknown")
 
 
 TRAVELLING_MOTIONS = (*LINEAR_MOTIONS, "bounce")
