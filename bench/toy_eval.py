@@ -10,7 +10,8 @@ triples never seen in training), each with its target:
 3. AR model: codes sampled from the prompt, decoded to video (VQ decoder, VAE decoder), show the
    prompt's primary object (the first one named; its colour-shape-motion triple is the one held out
    from training) in its colour, shape and motion in >= 80% of the prompts. The same for every
-   object of the prompt is reported beside it;
+   object of the prompt is reported beside it, and a ladder that shows where the samples lose the
+   prompt (`ar_ladder`: the teacher-forced codes, and samples continuing 1 .. t-1 true AR frames);
 4. ARLON (the config's injection, e.g. adaptive_norm first:14) against the baseline (the same frozen
    backbone without injection) on the same prompts, the same AR codes and the same initial noise:
    `toy_layout_iou` with the video decoded from the AR codes, mean and 95% bootstrap interval for
@@ -40,6 +41,7 @@ from arlon.data.video_io import uint8_to_video_tensor, video_tensor_to_uint8
 from arlon.pipelines.arlon import (
     ArlonPipeline,
     BaselinePipeline,
+    PromptEmbedding,
     code_grid,
     decode_latents,
     encode_prompts,
@@ -236,6 +238,63 @@ def sample_ar_videos(
     return torch.cat(codes), np.concatenate(videos)
 
 
+@torch.no_grad()
+def teacher_forced_codes(components: ArlonComponents, prompt: PromptEmbedding, true_codes: torch.Tensor) -> torch.Tensor:
+    """The AR model's most likely code at every position given the prompt and the true codes before it
+    (with the configured classifier-free guidance): true_codes (B, t, h, w) -> predicted codes (B, t, h, w)."""
+    ar = components.ar
+    B, t, h, w = true_codes.shape
+    tokens = ar.codes_to_tokens(true_codes)  # (B, N)
+    logits, _ = ar(prompt.tokens, prompt.mask, tokens)  # (B, N, V)
+    scale = components.config.ar_sampling.cfg_scale
+    if scale != 1.0:
+        null_emb, null_mask = components.text_encoder.encode([""] * B)
+        null_logits, _ = ar(null_emb.to(prompt.tokens), null_mask.to(device=tokens.device, dtype=torch.bool), tokens)
+        logits = null_logits + scale * (logits - null_logits)
+    predicted = logits[..., : ar.cfg.codebook_size].float().argmax(-1)  # (B, N): codes only
+    per_frame = predicted[:, :-1].reshape(B, t, h * w + 1)[:, :, : h * w]  # drop the <FRAME>/<EOS> positions
+    return per_frame.reshape(B, t, h, w)
+
+
+@torch.no_grad()
+def ar_ladder(
+    components: ArlonComponents,
+    clips: np.ndarray,
+    prompts: list[ToyPrompt],
+    cfg: ToyEvalConfig,
+    report: ToyEvalReport,
+    progress: EvalProgress | None = None,
+) -> None:
+    """Where the AR samples lose the prompt. The clip's true AR codes (VAE, then VQ encoder) are the
+    reference; from them, videos decoded from (1) the teacher-forced codes (each code the model's argmax
+    given the true codes before it: what the model knows one token at a time) and (2) codes sampled to
+    continue the first k true AR frames, k = 1 .. t-1 (the first frames are given, so these judge how
+    well the model carries a scene on, and motion in particular, not how it starts one). Figures
+    `ar_teacher_forced_*` and `ar_from_{k}_frames_*` for the primary object's colour, shape, motion, all."""
+    video = components.config.video
+    rungs: dict[str, list[np.ndarray]] = {}
+
+    def decoded(codes: torch.Tensor) -> np.ndarray:
+        return decode_latents(components, components.ar_vq.decode(codes), video.num_frames)
+
+    for part in _batches(len(prompts), cfg.batch_size):
+        clip_video = torch.stack([uint8_to_video_tensor(clip) for clip in clips[part]]).to(components.device)
+        true_codes = components.ar_vq.encode(components.vae.encode(clip_video).to(components.dtype))  # (B, t, h, w)
+        prompt = encode_prompts(components, [p.caption for p in prompts[part]])
+        rungs.setdefault("teacher_forced", []).append(decoded(teacher_forced_codes(components, prompt, true_codes)))
+        grid = tuple(true_codes.shape[1:])
+        for given in range(1, grid[0]):
+            _, sample_gen = make_generators(cfg.seed + part.start, components.device)
+            codes = generate_codes(components, prompt, grid, sample_gen, prefix_codes=true_codes[:, :given])
+            rungs.setdefault(f"from_{given}_frames", []).append(decoded(codes))
+        if progress is not None:
+            progress("ar ladder", part.stop, len(prompts))
+    for rung, videos in rungs.items():
+        table = verdict_table(np.concatenate(videos), prompts)
+        for name in ("primary_colour", "primary_shape", "primary_motion", "primary_all"):
+            report.figures[f"ar_{rung}_{name}"] = float(table[name].mean())
+
+
 def travel_judgements(videos: np.ndarray, prompts: list[ToyPrompt]) -> dict[str, np.ndarray]:
     """Per prompt: `motion_presence` and `motion_stillness` (NaN where the prompt has no such object)."""
     judged = {"motion_presence": motion_presence, "motion_stillness": motion_stillness}
@@ -345,6 +404,7 @@ def evaluate_tiny_stack(
         codes, ar_videos = timed("ar_sampling", lambda: sample_ar_videos(components, prompts, cfg, progress))
         if "ar" in cfg.checks:
             check_ar(ar_videos, prompts, report)
+            timed("ar_ladder", lambda: ar_ladder(components, clips, prompts, cfg, report, progress))
         if "arlon" in cfg.checks:
             timed("arlon", lambda: check_arlon(components, prompts, codes, ar_videos, cfg, report, progress))
     return report

@@ -1,14 +1,26 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
 import pytest
+import torch
 
+from arlon.config import ARSamplingConfig
+from arlon.pipelines.arlon import encode_prompts, generate_codes
 from arlon.pipelines.components import build_components
 from arlon.presets import tiny
 from bench.errors import BenchError
-from bench.toy_eval import ToyEvalConfig, evaluate_tiny_stack, evaluation_prompts, psnr_db, render_prompts, verdict_table
+from bench.toy_eval import (
+    ToyEvalConfig,
+    evaluate_tiny_stack,
+    evaluation_prompts,
+    psnr_db,
+    render_prompts,
+    teacher_forced_codes,
+    verdict_table,
+)
 
 
 @pytest.fixture(scope="module")
@@ -31,10 +43,11 @@ def test_every_check_runs_and_an_untrained_arlon_gains_nothing(untrained, tmp_pa
     cfg = ToyEvalConfig(num_prompts=4, batch_size=2)
     seen = []
     report = evaluate_tiny_stack(untrained, cfg, progress=lambda task, done, total: seen.append((task, done, total)))
-    assert {task for task, _, _ in seen} == {"vae", "vq", "ar", "arlon"} and ("arlon", 4, 4) in seen
+    assert {task for task, _, _ in seen} == {"vae", "vq", "ar", "ar ladder", "arlon"} and ("arlon", 4, 4) in seen
     assert set(report.targets) == {"vae_psnr_db", "vq_colour_and_motion_kept", "ar_prompt_match", "arlon_minus_baseline_layout_iou_low"}
     assert report.figures["clean_colour_and_motion"] == 1.0
-    for name in ("vq_colour_and_motion_kept", "ar_all", "arlon_layout_iou", "baseline_motion_accuracy"):
+    ladder = [f"ar_{rung}_primary_all" for rung in ("teacher_forced", "from_1_frames", "from_2_frames", "from_3_frames")]
+    for name in ("vq_colour_and_motion_kept", "ar_all", "arlon_layout_iou", "baseline_motion_accuracy", *ladder):
         assert 0.0 <= report.figures[name] <= 1.0
     # A fresh injector leaves the backbone untouched: identical videos, a zero difference, the target missed.
     difference = report.intervals["arlon_minus_baseline_layout_iou"]
@@ -53,3 +66,16 @@ def test_bad_settings_are_clear_errors(untrained):
         evaluate_tiny_stack(untrained, ToyEvalConfig(num_prompts=1))
     with pytest.raises(BenchError, match="unknown check"):
         evaluate_tiny_stack(untrained, ToyEvalConfig(checks=("vae", "fid")))
+
+
+def test_teacher_forced_codes_reproduce_greedy_samples(untrained):
+    """Greedy sampling takes the argmax after its own codes, so teacher forcing on those codes must give
+    them back, code for code, with and without classifier-free guidance."""
+    for cfg_scale in (1.0, 3.0):
+        components = dataclasses.replace(untrained)
+        components.config = dataclasses.replace(untrained.config, ar_sampling=ARSamplingConfig(temperature=0.0, cfg_scale=cfg_scale))
+        prompt = encode_prompts(components, [p.caption for p in evaluation_prompts(ToyEvalConfig(num_prompts=2))])
+        greedy = generate_codes(components, prompt, (4, 8, 8), torch.Generator().manual_seed(0))
+        assert torch.equal(teacher_forced_codes(components, prompt, greedy), greedy)
+        shuffled = greedy.flip(-1)  # other true codes: the model's argmax no longer follows them everywhere
+        assert not torch.equal(teacher_forced_codes(components, prompt, shuffled), shuffled)
