@@ -43,6 +43,8 @@ SHOWN = (
     ("ar_from_1_frames_primary_motion", "    primary object's motion only"),
     ("ar_from_2_frames_primary_all", "  the same continuing 2 true AR frames"),
     ("ar_from_2_frames_primary_motion", "    primary object's motion only"),
+    ("ar_from_3_frames_primary_all", "  the same continuing 3 true AR frames"),
+    ("ar_from_3_frames_primary_motion", "    primary object's motion only"),
     ("arlon_layout_iou", "ARLON toy_layout_iou with the AR-decoded video"),
     ("baseline_layout_iou", "baseline toy_layout_iou with the AR-decoded video"),
     ("arlon_minus_baseline_layout_iou", "  ARLON minus baseline (paired)"),
