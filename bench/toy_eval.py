@@ -38,6 +38,7 @@ import torch
 from arlon.checkpoints.io import atomic_write_json
 from arlon.data.toyworld import ToyPrompt, prompt_set, render
 from arlon.data.video_io import uint8_to_video_tensor, video_tensor_to_uint8
+from arlon.models.ar_transformer import guided_logits
 from arlon.pipelines.arlon import (
     ArlonPipeline,
     BaselinePipeline,
@@ -48,6 +49,7 @@ from arlon.pipelines.arlon import (
     generate_codes,
     latent_shape,
     make_generators,
+    null_ar_prompt,
 )
 from arlon.pipelines.components import ArlonComponents
 from bench.errors import BenchError
@@ -134,10 +136,16 @@ def _batches(n: int, size: int) -> list[slice]:
 
 
 @torch.no_grad()
+def clip_latents(components: ArlonComponents, frames: np.ndarray) -> torch.Tensor:
+    """uint8 clips (B, T, H, W, 3) -> their video VAE latents (B, C, T', H', W')."""
+    video = torch.stack([uint8_to_video_tensor(clip) for clip in frames]).to(components.device)  # (B, 3, T, H, W)
+    return components.vae.encode(video)
+
+
+@torch.no_grad()
 def vae_round_trip(components: ArlonComponents, frames: np.ndarray, vq: str | None = None) -> np.ndarray:
     """uint8 (B, T, H, W, 3) -> video VAE encode [-> latent VQ-VAE `vq` encode/decode] -> decode -> uint8."""
-    video = torch.stack([uint8_to_video_tensor(clip) for clip in frames]).to(components.device)  # (B, 3, T, H, W)
-    latent = components.vae.encode(video)  # (B, C, T', H', W')
+    latent = clip_latents(components, frames)  # (B, C, T', H', W')
     if vq is not None:
         quantiser = getattr(components, vq)
         latent = quantiser.decode(quantiser.encode(latent.to(components.dtype))).float()
@@ -248,9 +256,8 @@ def teacher_forced_codes(components: ArlonComponents, prompt: PromptEmbedding, t
     logits, _ = ar(prompt.tokens, prompt.mask, tokens)  # (B, N, V)
     scale = components.config.ar_sampling.cfg_scale
     if scale != 1.0:
-        null_emb, null_mask = components.text_encoder.encode([""] * B)
-        null_logits, _ = ar(null_emb.to(prompt.tokens), null_mask.to(device=tokens.device, dtype=torch.bool), tokens)
-        logits = null_logits + scale * (logits - null_logits)
+        null_logits, _ = ar(*null_ar_prompt(components, B), tokens)
+        logits = guided_logits(logits, null_logits, scale)
     predicted = logits[..., : ar.cfg.codebook_size].float().argmax(-1)  # (B, N): codes only
     per_frame = predicted[:, :-1].reshape(B, t, h * w + 1)[:, :, : h * w]  # drop the <FRAME>/<EOS> positions
     return per_frame.reshape(B, t, h, w)
@@ -278,8 +285,7 @@ def ar_ladder(
         return decode_latents(components, components.ar_vq.decode(codes), video.num_frames)
 
     for part in _batches(len(prompts), cfg.batch_size):
-        clip_video = torch.stack([uint8_to_video_tensor(clip) for clip in clips[part]]).to(components.device)
-        true_codes = components.ar_vq.encode(components.vae.encode(clip_video).to(components.dtype))  # (B, t, h, w)
+        true_codes = components.ar_vq.encode(clip_latents(components, clips[part]).to(components.dtype))  # (B, t, h, w)
         prompt = encode_prompts(components, [p.caption for p in prompts[part]])
         rungs.setdefault("teacher_forced", []).append(decoded(teacher_forced_codes(components, prompt, true_codes)))
         grid = tuple(true_codes.shape[1:])

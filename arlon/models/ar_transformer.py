@@ -94,6 +94,11 @@ def _layout_token(position: int, grid: tuple[int, int, int], codebook_size: int)
 # ----------------------------------------------------------------------------------------------
 
 
+def guided_logits(cond: Tensor, null: Tensor, scale: float) -> Tensor:
+    """Classifier-free guidance on logits: null + scale * (cond - null)."""
+    return null + scale * (cond - null)
+
+
 def sample_codes(logits: Tensor, sampling: ARSamplingConfig, generator: torch.Generator | None = None) -> Tensor:
     """logits (B, V) -> tokens (B,) long. temperature 0 is greedy; top_k, then top_p (nucleus) filter.
 
@@ -367,7 +372,7 @@ class ARTransformer(nn.Module):
                 logits = self.head(hidden).float()  # (rows, V)
                 if use_cfg:
                     cond, null = logits.chunk(2)
-                    logits = null + sampling.cfg_scale * (cond - null)  # (B, V)
+                    logits = guided_logits(cond, null, sampling.cfg_scale)  # (B, V)
                 logits[:, K:] = float("-inf")  # only codes here
                 next_token = sample_codes(logits, sampling, generator)
             tokens[:, position] = next_token

@@ -91,6 +91,13 @@ def code_grid(components: ArlonComponents, latent_thw: tuple[int, int, int]) -> 
 
 
 @torch.no_grad()
+def null_ar_prompt(components: ArlonComponents, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The encoded empty prompt, the AR model's classifier-free guidance branch: (B, L, D), (B, L) bool."""
+    null_emb, null_mask = components.text_encoder.encode([""] * batch)
+    return null_emb.to(device=components.device, dtype=components.dtype), null_mask.to(device=components.device, dtype=torch.bool)
+
+
+@torch.no_grad()
 def generate_codes(
     components: ArlonComponents,
     prompt: PromptEmbedding,
@@ -102,9 +109,7 @@ def generate_codes(
     sampling = components.config.ar_sampling
     null_emb = null_mask = None
     if sampling.cfg_scale != 1.0:
-        null_emb, null_mask = components.text_encoder.encode([""] * prompt.mask.shape[0])
-        null_emb = null_emb.to(device=components.device, dtype=components.dtype)
-        null_mask = null_mask.to(device=components.device, dtype=torch.bool)
+        null_emb, null_mask = null_ar_prompt(components, prompt.mask.shape[0])
     return components.ar.generate(
         prompt.tokens,
         prompt.mask,
