@@ -122,7 +122,7 @@ def show_summary(console: Console, grid: Grid, summary: RunSummary) -> None:
         console.print(f"wrote {path}", highlight=False)
     if summary.failures:
         console.print(failures_rich_table(summary.failures))
-        raise SystemExit(1)  # not typer.Exit: see bench/cli/validate.py
+        raise typer.Exit(1)
 
 
 def ablate(

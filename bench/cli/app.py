@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from arlon.errors import ArlonError
 from bench.cli import ablate as ablate_command
@@ -69,28 +70,18 @@ err_console = Console(stderr=True)
 
 
 def main() -> None:
+    """Run the app in Typer's standalone mode, so that usage errors (an unknown option or command, a
+    value of the wrong type, a missing required option) are shown by Typer itself as its usage message
+    with exit code 2, whichever copy of Click the installed Typer carries (its own bundled one since
+    Typer 0.16, the `click` package before). Commands exit with `typer.Exit(code)` or `SystemExit`.
+    """
     try:
-        # standalone_mode=False hands back a command's typer.Exit code instead of exiting with it.
-        raise SystemExit(app(standalone_mode=False) or 0)
+        app(prog_name="arlon-bench", standalone_mode=True)
     except ArlonError as err:
         if os.environ.get("ARLON_DEBUG") == "1":
             raise
-        err_console.print(f"[red]error:[/] {err}", highlight=False, soft_wrap=True)
+        err_console.print(f"[red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
         raise SystemExit(2) from None
-    except typer.Exit as exit_:
-        raise SystemExit(exit_.exit_code) from None
-    except typer.Abort:
-        err_console.print("[red]aborted[/]")
-        raise SystemExit(130) from None
-    except click_exceptions() as err:
-        err.show()
-        raise SystemExit(err.exit_code) from None
-
-
-def click_exceptions():
-    import click
-
-    return (click.exceptions.ClickException,)
 
 
 if __name__ == "__main__":

@@ -64,4 +64,4 @@ def compare(
     if regressions:
         names = ", ".join(f"{c.cell}/{c.metric}" for c in regressions)
         Console(stderr=True).print(f"[red]{len(regressions)} regression(s):[/] {names}", highlight=False, soft_wrap=True)
-        raise SystemExit(1)  # not typer.Exit: see bench/cli/validate.py
+        raise typer.Exit(1)

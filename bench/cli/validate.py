@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import typer
 from rich.console import Console
 
 from bench.cli.options import SetOpt
@@ -24,9 +25,7 @@ def validate(grid: GridFileArg, overrides: SetOpt = None) -> None:
         for issue in issues:
             err.print(f"[red]error:[/] {issue}", highlight=False, soft_wrap=True)
         err.print(f"{len(issues)} problem(s) in {find_grid(grid)}", highlight=False)
-        # SystemExit, not typer.Exit: app.main() runs click with standalone_mode=False, which
-        # returns a typer.Exit's code instead of exiting with it.
-        raise SystemExit(2)
+        raise typer.Exit(2)
     loaded = load_grid(grid, overrides or [])
     Console().print(
         f"{find_grid(grid)}: ok, {len(loaded.cells)} cells: {', '.join(c.label for c in loaded.cells)}", highlight=False, soft_wrap=True
