@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 
@@ -14,3 +16,19 @@ def _seed_everything():
 def _private_score_cache(monkeypatch, tmp_path_factory):
     # Scores computed by tests neither land in nor come from the machine's shared score cache.
     monkeypatch.setenv("ARLON_SCORE_CACHE", str(tmp_path_factory.getbasetemp() / "score-cache"))
+
+
+@pytest.fixture(scope="session")
+def announce(pytestconfig):
+    """`announce(text)` writes a line to the terminal at once, past pytest's output capture, so that a test
+    running for minutes (the official-VBench end-to-end test) shows what it is doing under `pytest -q`."""
+    reporter = pytestconfig.pluginmanager.get_plugin("terminalreporter")
+    capture = pytestconfig.pluginmanager.get_plugin("capturemanager")
+
+    def say(text: str) -> None:
+        if reporter is None:
+            return
+        with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+            reporter.write_line(f"  ... {text}")
+
+    return say

@@ -7,6 +7,7 @@ one red line and exits with code 2; anything else is a bug and keeps its traceba
 
 from __future__ import annotations
 
+import errno
 import os
 from importlib.metadata import version
 from typing import Annotated
@@ -68,6 +69,33 @@ def root(
 
 err_console = Console(stderr=True)
 
+# What the user can do about an OSError that reaches the boundary: the machine's state (a full disk, a
+# read-only folder, a path that is a file where a folder is needed) is not a bug of ours, and every
+# write is atomic, so what was finished before it is kept and a rerun resumes from there.
+FILESYSTEM_HINTS = {
+    errno.ENOSPC: "free some space (or write elsewhere with --out) and run the command again; finished work is kept",
+    errno.EDQUOT: "free some of your quota (or write elsewhere with --out) and run the command again; finished work is kept",
+    errno.EACCES: "check the permissions of that path, or write elsewhere with --out",
+    errno.EPERM: "check the permissions of that path, or write elsewhere with --out",
+    errno.EROFS: "that file system is read-only: write elsewhere with --out",
+    errno.EISDIR: "that path is a folder where a file is needed: give a file path",
+    errno.ENOTDIR: "a part of that path is a file where a folder is needed: give another path",
+    errno.ENOENT: "that path (or its folder) does not exist: check it",
+    errno.ELOOP: "that path is a symbolic link loop: give another path",
+    errno.ENAMETOOLONG: "give a shorter path",
+    errno.EMFILE: "too many open files: raise the limit (ulimit -n) and run the command again",
+    errno.EIO: "the disk reported an I/O error: check the device, then run the command again",
+}
+
+
+def filesystem_error_line(err: OSError) -> str | None:
+    """One line for an OSError of the machine's state, or None for one that is not (a bug keeps its traceback)."""
+    hint = FILESYSTEM_HINTS.get(err.errno)
+    if hint is None:
+        return None
+    where = f" ({err.filename})" if err.filename else ""
+    return f"{err.strerror or err}{where}: {hint}"
+
 
 def main() -> None:
     """Run the app in Typer's standalone mode, so that usage errors (an unknown option or command, a
@@ -81,6 +109,12 @@ def main() -> None:
         if os.environ.get("ARLON_DEBUG") == "1":
             raise
         err_console.print(f"[red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
+        raise SystemExit(2) from None
+    except OSError as err:
+        line = filesystem_error_line(err)
+        if line is None or os.environ.get("ARLON_DEBUG") == "1":
+            raise
+        err_console.print(f"[red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
         raise SystemExit(2) from None
 
 

@@ -36,21 +36,24 @@ FAKE_WEIGHTS = Path(__file__).with_name("vbench_fake_weights.py")
 
 
 @pytest.fixture(scope="module")
-def vbench_env() -> Path:
+def vbench_env(announce) -> Path:
     directory = Path(os.environ.get("ARLON_VBENCH_TEST_ENV") or "~/.cache/arlon-bench/vbench-env-test").expanduser()
     try:
         environment_report(directory)
+        announce(f"official VBench: reusing its environment {directory}")
     except BenchError:
         import torch
 
+        announce(f"official VBench: creating its environment in {directory} (vbench 0.1.5 and its pins; minutes)")
         # A CPU-only torch build (+cpu) has no torchvision build on PyPI: take PyPI's newest pair then.
-        create_environment(directory, torch_version="latest" if "+cpu" in torch.__version__ else None, echo=print)
+        create_environment(directory, torch_version="latest" if "+cpu" in torch.__version__ else None, echo=announce)
     return directory
 
 
 @pytest.fixture(scope="module")
-def caches(vbench_env, tmp_path_factory) -> tuple[Path, Path]:
+def caches(vbench_env, tmp_path_factory, announce) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("vbench-weights")
+    announce("official VBench: writing random checkpoints in its models' exact key layouts")
     vbench_cache, torch_home = root / "vbench", root / "torch"
     subprocess.run([str(vbench_env / "bin" / "python"), "-W", "ignore", str(FAKE_WEIGHTS), str(vbench_cache), str(torch_home)],
                    check=True, capture_output=True)
@@ -59,7 +62,7 @@ def caches(vbench_env, tmp_path_factory) -> tuple[Path, Path]:
     return vbench_cache, torch_home
 
 
-def test_nine_dimensions_end_to_end(tmp_path, vbench_env, caches, monkeypatch):
+def test_nine_dimensions_end_to_end(tmp_path, vbench_env, caches, monkeypatch, announce):
     vbench_cache, torch_home = caches
     monkeypatch.setenv("ARLON_VBENCH_ENV", str(vbench_env))
     monkeypatch.setenv("VBENCH_CACHE_DIR", str(vbench_cache))
@@ -76,10 +79,11 @@ def test_nine_dimensions_end_to_end(tmp_path, vbench_env, caches, monkeypatch):
     record = dict(records[broken], sha256=file_sha256(store.video_path(cell.id, broken)))
     store.write_video_record(cell.id, broken, record)
 
+    announce(f"official VBench: scoring nine dimensions on {len(records)} videos on CPU (about ten minutes on 2 cores)")
     started = time.perf_counter()
     summary = run_grid(grid, store, "local", phases=("score",), score_metrics=NINE)
     wall = time.perf_counter() - started
-    print(f"nine VBench dimensions on 2 videos (+1 unreadable): {wall:.0f} s")
+    announce(f"official VBench: nine dimensions on 2 videos (+1 unreadable) in {wall:.0f} s")
     assert [f.unit for f in summary.failures] == [f"{broken} {d}" for d in NINE]
     assert all(f.error.startswith("cannot read the video: ") for f in summary.failures)
 
