@@ -5,7 +5,7 @@ Each component takes only its own config (`STDiT3(cfg: BackboneConfig)`); nothin
 `dataclasses.replace` of a preset (see `arlon/presets.py`). Every ablation axis is one field holding
 a registry key, checked in `ArlonConfig.validate()`.
 
-Paper section numbers refer to the ARLON paper; "spec" refers to the Open-Sora v1.2 notes.
+Paper section numbers refer to the ARLON paper; Open-Sora v1.2 files are those of docs/opensora-v1.2-notes.md.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ class VAEConfig:
     """Video VAE: pixels (B, 3, T, H, W) in [-1, 1] <-> latent (B, C, T', H', W').
 
     `kind` is a key of `arlon.models.video_vae.VIDEO_VAES`: "opensora_v1_2" is Open-Sora v1.2's
-    VideoAutoencoderPipeline (SDXL 2D VAE + causal temporal VAE, spec section 2), "tiny" is the
+    VideoAutoencoderPipeline (SDXL 2D VAE + causal temporal VAE, `opensora/models/vae/vae.py`), "tiny" is the
     small trainable VAE of the tiny preset.
     """
 
@@ -126,7 +126,7 @@ class ARSamplingConfig:
 
 @dataclass(frozen=True)
 class BackboneConfig:
-    """STDiT3 (Open-Sora v1.2 spec section 1). Defaults are STDiT3-XL/2."""
+    """STDiT3 (Open-Sora v1.2 `opensora/models/stdit/stdit3.py`). Defaults are STDiT3-XL/2."""
 
     hidden_size: int = 1152
     depth: int = 28  # block pairs (spatial + temporal); the layer axis counts these
@@ -175,7 +175,7 @@ class NoiseConfig:
 
 @dataclass(frozen=True)
 class FlowConfig:
-    """Rectified flow, Open-Sora v1.2's objective and sampler (spec section 4)."""
+    """Rectified flow, Open-Sora v1.2's objective and sampler (`opensora/schedulers/rf/`)."""
 
     num_timesteps: int = 1000
     use_timestep_transform: bool = True

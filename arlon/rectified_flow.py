@@ -1,4 +1,4 @@
-"""Rectified flow: Open-Sora v1.2's training objective and Euler sampler (spec sections 4, 5 and 7).
+"""Rectified flow: Open-Sora v1.2's training objective and Euler sampler (`opensora/schedulers/rf/`).
 
 Interpolation with tau = t / 1000 (t = 1000 is pure noise, t = 0 is clean data):
 
@@ -10,7 +10,7 @@ Euler update (`step`). The denoising loop in `sample` stays visible: conditionin
 classifier-free guidance, `step`, in that order, as Open-Sora's `RFLOW.sample` runs them.
 
 `FrameMaskGenerator` draws the training-time frame masks (ARLON paper section 2.3: "we randomly
-unmask frames, leaving them noise-free"), with Open-Sora's MaskGenerator modes (spec section 7).
+unmask frames, leaving them noise-free"), with Open-Sora's `MaskGenerator` modes (`opensora/utils/train_utils.py`).
 
 Frame masks everywhere here are (B, T) over latent frames: True = generated (noised, in the loss),
 False = clean conditioning frame. The golden numbers are tests/golden/rflow.json.
@@ -27,7 +27,7 @@ from torch import Tensor
 from arlon.config import FlowConfig
 from arlon.errors import ConfigError
 
-# Reference resolution of the shift: ratio 1 for a 512x512 image (spec section 4).
+# Reference resolution of the shift: ratio 1 for a 512x512 image (Open-Sora's `timestep_transform`).
 BASE_RESOLUTION = 512 * 512
 # Open-Sora counts video length in 17-pixel-frame VAE chunks of 5 latent frames each.
 PIXEL_FRAMES_PER_CHUNK = 17
@@ -181,7 +181,7 @@ class RectifiedFlow:
         *,
         num_frames: float | Tensor | None = None,
     ) -> Tensor:
-        """Velocity MSE per sample (B,), averaged over generated frames x C*H*W (spec section 4).
+        """Velocity MSE per sample (B,), averaged over generated frames x C*H*W (`RFlowScheduler.training_losses`).
 
         x0: clean latents (B, C, T, H, W). mask: (B, T) bool, True = generated; False frames enter
         the model clean (x_t = x0) and are left out of the mean. model_fn(x_t, t, **model_kwargs,
@@ -250,7 +250,7 @@ class RectifiedFlow:
         cfg_scale == 1 or y_null None runs the conditional branch only (guidance with scale 1 is
         the conditional velocity). condition_mask (B, T) float: 1 generate, 0 keep the frame
         already written into z clean, m in (0, 1) keep it clean until t <= 1000*m, then re-noise it
-        to that level and denoise it (spec section 5). noise_fn(like) draws that re-noising noise
+        to that level and denoise it (Open-Sora's `RFLOW.sample`). noise_fn(like) draws that re-noising noise
         (default: torch.randn with `generator`, one draw per step as the reference does).
         progress(done_steps, num_steps) is called after every step.
         """
@@ -334,7 +334,7 @@ FRAME_MASK_MODES = (
     "image_head_tail",
 )
 
-# Open-Sora v1.2 stage-3 ratios (spec section 7); "identity" gets the remaining 0.75.
+# Open-Sora v1.2 stage-3 ratios (`configs/opensora-v1-2/train/stage3.py`); "identity" gets the remaining 0.75.
 STAGE3_FRAME_MASK_RATIOS: dict[str, float] = {
     "random": 0.01,
     "intepolate": 0.002,

@@ -1,4 +1,4 @@
-"""Loading Open-Sora v1.2 checkpoints in their real file layouts (spec section 1.1-1.2).
+"""Loading Open-Sora v1.2 checkpoints in their real file layouts (upstream: `opensora/utils/ckpt_utils.py`).
 
 Sources are resolved offline: a local directory, a single .safetensors / .bin / .pt / .pth file, or a
 Hugging Face id (e.g. `hpcai-tech/OpenSora-STDiT-v3`) already in the local HF cache. Open-Sora training
@@ -181,7 +181,7 @@ def fit_null_caption(y_embedding: Tensor, length: int) -> Tensor:
 
 # ---------------------------------------------------------------------------------------------------
 # Video VAE (hpcai-tech/OpenSora-VAE-v1.2): 517 entries, `scale`/`shift` buffers, `spatial_vae.module.*`
-# (the SDXL AutoencoderKL) and `temporal_vae.*` (spec section 2)
+# (the SDXL AutoencoderKL) and `temporal_vae.*`, as `VideoAutoencoderPipeline` names them (`opensora/models/vae/vae.py`)
 
 VAE_HF_ID = "hpcai-tech/OpenSora-VAE-v1.2"
 VAE_FILENAMES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "model.pt", "model.pth")

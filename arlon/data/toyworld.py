@@ -1,4 +1,4 @@
-"""The toy text-video world: procedural clips with captions and per-frame ground truth (issue 3).
+"""The toy text-video world: procedural clips with captions and per-frame ground truth.
 
 No pretrained weights or datasets can be downloaded here, so the tiny preset trains every ARLON stage
 on a world the project generates itself. A clip shows one to three soft-edged objects on a plain or
@@ -115,7 +115,7 @@ DIRECTIONS: tuple[str, ...] = ("right", "up_right", "up", "up_left", "left", "do
 
 # Objects are 5-7 px in equal-area radius at 32x32: at 3-5 px (the first recipe) the tiny VAE's
 # reconstructions kept the shape of only 41% of objects (crosses 2%, squares under half), so shape
-# could not survive the VAE, let alone the VQ and AR stages (measured in the issue-3 notes).
+# could not survive the VAE, let alone the VQ and AR stages.
 SIZE_RANGE = (0.15, 0.22)
 SIZE_LIMITS = (0.09, 0.28)  # where grow and shrink stop
 GROW_START = (0.12, 0.15)

@@ -1,11 +1,11 @@
 """Video-text pairs from a CSV and a folder of video files, for training on real data.
 
-The CSV layouts of Open-Sora v1.2 (`path,text,...`; spec, training data) and OpenVid-1M
+The CSV layouts of Open-Sora v1.2 (`path,text,...`, its `VariableVideoTextDataset`) and OpenVid-1M
 (`video,caption,...`, file names relative to the video folder) both work: the path and caption
 columns are detected by name or given explicitly. Each item is a clip of `num_frames` frames taken
 every `frame_interval` source frames (or at `target_fps`) from a random start, resized so that it
-covers `height` x `width`, centre-cropped, and normalised to [-1, 1] with mean 0.5 and std 0.5
-(spec section 2), as Open-Sora's training data is.
+covers `height` x `width`, centre-cropped, and normalised to [-1, 1] with mean 0.5 and std 0.5,
+as Open-Sora's training data is (`opensora/datasets/utils.py`).
 
 Sampling is a pure function of (seed, epoch, index), so every DataLoader worker and every DDP rank
 draws the same clip for the same index; call `set_epoch` once per epoch, as with DistributedSampler.

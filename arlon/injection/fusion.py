@@ -1,7 +1,7 @@
 """How the condition tokens enter a frozen STDiT3 block pair (paper section 2.2, eq. 5; Table 3 "Fusion Architect").
 
-A `Fusion` sits at the input of one block pair i (spec section 8, boundary 1) and mixes the condition
-tokens f = F_hat_{k+1} of its adapter block into the video tokens x:
+A `Fusion` sits at the input of one block pair i (boundary 1 in docs/opensora-v1.2-notes.md, 'Injection points')
+and mixes the condition tokens f = F_hat_{k+1} of its adapter block into the video tokens x:
 
 - "adaptive_norm" (the paper's choice, eq. 5): alpha, beta, gamma = Linear(SiLU(f)) and
   x + g * alpha * MLP(gamma * LayerNorm(x) + beta), with an extra per-channel gate g initialised to zero.
@@ -10,9 +10,9 @@ tokens f = F_hat_{k+1} of its adapter block into the video tokens x:
 - "mlp_adapter": x + MLP(f), the MLP's last layer zero-initialised.
 
 Every fusion returns x bit-identically at initialisation (a zero gate or zero output projection), so
-an untrained injector leaves Open-Sora v1.2's output unchanged (spec section 8: zero-initialise the
-adapter output, as Open-Sora did for its new temporal blocks). Fresh Linear layers use Open-Sora's init,
-xavier-uniform weights and zero biases (spec section 1.6).
+an untrained injector leaves Open-Sora v1.2's output unchanged, as Open-Sora's `STDiT3.initialize_weights`
+zeroes the output projections of its new temporal blocks. Fresh Linear layers use Open-Sora's init,
+xavier-uniform weights and zero biases (the same `initialize_weights`).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Which STDiT3 block pairs receive the AR semantic condition (paper section 4.3, Table 3, Figure 6).
 
 The layer axis of the ablations counts block pairs: STDiT3's `depth = 28` means 28 interleaved
-(spatial_i, temporal_i) pairs (spec section 8), and "the first 14 of 28 layers" is pairs 0..13.
+(spatial_i, temporal_i) pairs (Open-Sora's `STDiT3.forward`), and "the first 14 of 28 layers" is pairs 0..13.
 A placement spec is a short string so that configs, grid files, `--set` and table labels share it:
 
     "first:N"   pairs 0 .. N-1           (the paper's first 3 / 8 / 14 layers)

@@ -1,11 +1,11 @@
-"""Primitives shared by two or more arlon models (spec section 1.3-1.4, Open-Sora v1.2 `blocks.py`).
+"""Primitives shared by two or more arlon models (Open-Sora v1.2 `opensora/models/layers/blocks.py`).
 
 Each function reproduces one Open-Sora v1.2 convention exactly, because the pretrained STDiT3 weights
 only work with these conventions:
 
 - `timestep_embedding`: sinusoid [cos | sin] of the raw value (0..1000, not divided), 256 dims.
 - `position_embedding_2d`: [sin | cos] per axis with the **w** coordinate first, on a grid scaled by
-  the resolution (spec 1.4).
+  the resolution (`PositionEmbedding2D`).
 - `apply_rope_interleaved`: GPT-J style RoPE over adjacent pairs (rotary-embedding-torch 0.5.3).
 - `RMSNorm`: LlamaRMSNorm, normalised in fp32 and cast back before the weight multiplies.
 - `Mlp`: timm's Mlp with tanh-GELU (keys fc1 / fc2).

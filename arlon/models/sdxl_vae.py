@@ -1,4 +1,4 @@
-"""SDXL's 2D AutoencoderKL: the per-frame stage of Open-Sora v1.2's video VAE (spec section 2).
+"""SDXL's 2D AutoencoderKL: the per-frame stage of Open-Sora v1.2's video VAE (its `VideoAutoencoderKL`).
 
 Open-Sora v1.2 wraps the SDXL VAE that PixArt-Sigma ships (`PixArt-alpha/pixart_sigma_sdxlvae_T5_diffusers`,
 subfolder `vae`, a diffusers `AutoencoderKL`) and runs it frame by frame. This is our own re-implementation of

@@ -1,11 +1,11 @@
 """STDiT3, the Open-Sora v1.2 video diffusion transformer, with one injection hook per block pair.
 
 ARLON (paper section 2.2) injects the AR model's semantic features into a frozen Open-Sora v1.2
-backbone. This file is that backbone, written from the spec (`opensora-v1.2.md` sections 1 and 8):
+backbone. This file is that backbone, written from Open-Sora's `opensora/models/stdit/stdit3.py` and `blocks.py`:
 28 pairs of (spatial block, temporal block), adaLN-single conditioning on timestep + fps,
 cross-attention to T5 captions, rectified-flow velocity output. `STDiT3.forward(..., injection=f)`
-calls `x = f(i, x, ctx)` at the input of every pair i, before `spatial_blocks[i]` (spec section 8,
-boundary 1).
+calls `x = f(i, x, ctx)` at the input of every pair i, before `spatial_blocks[i]` (boundary 1
+of docs/opensora-v1.2-notes.md, 'Injection points').
 
 Parameter and buffer names are Open-Sora's (`spatial_blocks.{i}.attn.qkv`, `t_block.1`,
 `y_embedder.y_embedding`, `rope.freqs`, ...) so the released hpcai-tech/OpenSora-STDiT-v3 weights load
@@ -152,7 +152,7 @@ class STDiT3Block(nn.Module):
     """One spatial or temporal block: modulated self-attention, cross-attention, modulated MLP.
 
     Spatial blocks attend over the S tokens of each frame, temporal blocks over the T frames at each
-    spatial position (with RoPE). Both have the same parameters (spec 1.3).
+    spatial position (with RoPE). Both have the same parameters (Open-Sora's `STDiT3Block`).
     """
 
     def __init__(self, cfg: BackboneConfig, temporal: bool):
@@ -309,8 +309,8 @@ class STDiT3(nn.Module):
         self.initialize_weights()
 
     def initialize_weights(self) -> None:
-        """Open-Sora's init (spec 1.6): xavier Linear with zero bias; fps output layer and the temporal
-        blocks' output projections at zero, so new temporal blocks start as identity residuals."""
+        """Open-Sora's init (its `STDiT3.initialize_weights`): xavier Linear with zero bias; fps output layer
+        and the temporal blocks' output projections at zero, so new temporal blocks start as identity residuals."""
         for module in self.modules():
             if isinstance(module, nn.Linear):
                 nn.init.xavier_uniform_(module.weight)

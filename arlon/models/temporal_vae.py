@@ -1,4 +1,4 @@
-"""Open-Sora v1.2's causal temporal VAE (VAE_Temporal_SD, MAGVIT-v2 style), spec section 2.
+"""Open-Sora v1.2's causal temporal VAE (`VAE_Temporal_SD` in `opensora/models/vae/vae_temporal.py`), MAGVIT-v2 style.
 
 It compresses the per-frame SDXL latents along time only: (B, 4, T, h, w) -> moments (B, 8, T/4, h, w) ->
 latent (B, 4, T/4, h, w) -> (B, 4, T, h, w). Every convolution is a `CausalConv3d` that zero-pads time at the

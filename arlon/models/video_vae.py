@@ -3,7 +3,7 @@
 ARLON (paper section 2.1) runs its latent VQ-VAE and its DiT on the latents of Open-Sora v1.2's video VAE.
 Two kinds, registered in `VIDEO_VAES` (the `VAEConfig.kind` axis):
 
-- "opensora_v1_2" (`OpenSoraVAE`): Open-Sora v1.2's VideoAutoencoderPipeline (spec section 2). Each frame goes
+- "opensora_v1_2" (`OpenSoraVAE`): Open-Sora v1.2's VideoAutoencoderPipeline (upstream `vae.py`). Each frame goes
   through the SDXL 2D VAE (`sdxl_vae.py`, 8x8 space, latents x 0.18215), then chunks of 17 frames go through
   the causal temporal VAE (`temporal_vae.py`, 17 -> 5 latent frames), and the result is normalised per channel,
   z = (z - shift) / scale. Loads hpcai-tech/OpenSora-VAE-v1.2 strictly (`from_pretrained`); Open-Sora's

@@ -67,7 +67,8 @@ def encode_prompts(components: ArlonComponents, prompts: list[str]) -> PromptEmb
     device, dtype = components.device, components.dtype
     y = emb.to(device=device, dtype=dtype)[:, None]  # (B, 1, L, D)
     L = y.shape[2]
-    # Open-Sora's null caption is the y_embedding buffer, cut to the caption length (spec section 3).
+    # Open-Sora's null caption is the y_embedding buffer (`T5Encoder.null`), cut to the caption length
+    # because the conditional caption mask serves it too (`STDiT3.encode_text`).
     y_null = components.backbone.null_caption(len(prompts))[:, :, :L].to(device=device, dtype=dtype)
     return PromptEmbedding(y=y, mask=mask.to(device=device, dtype=torch.bool), y_null=y_null)
 

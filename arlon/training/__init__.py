@@ -1,4 +1,4 @@
-"""Training recipes for every ARLON stage (issue 3): video VAE (tiny), latent VQ-VAEs, AR model,
+"""Training recipes for every ARLON stage: video VAE (tiny), latent VQ-VAEs, AR model,
 base backbone (tiny) and injector; one readable loop per stage over a shared resumable loop, with
 checkpoints cached by what determines them."""
 

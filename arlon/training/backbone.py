@@ -2,7 +2,7 @@
 
 The paper starts from Open-Sora v1.2's released STDiT3 and keeps it frozen (section 4.1). The tiny
 preset has no such checkpoint, so it pretrains a tiny STDiT3 on the toy world's latents with Open-Sora's
-own objective (spec section 7): rectified-flow velocity MSE on logit-normal timesteps, only over the
+own objective (`RFlowScheduler.training_losses`): rectified-flow velocity MSE on logit-normal timesteps, only over the
 generated frames of a random frame mask (`FrameMaskGenerator`, stage-3 ratios), caption dropout to the
 `y_embedding` null caption (`backbone.class_dropout_prob`, active in train mode) so classifier-free
 guidance works, AdamW and an EMA of the weights (the EMA is what is saved, as Open-Sora samples with it).
@@ -80,7 +80,7 @@ def flow_matching_loss(
     generator: torch.Generator,
     masks: FrameMaskGenerator | None,
 ) -> Tensor:
-    """Mean rectified-flow loss of `model_fn` on a latent batch (spec section 7; ARLON eq. 6).
+    """Mean rectified-flow loss of `model_fn` on a latent batch (`RFlowScheduler.training_losses`; ARLON eq. 6).
 
     Timesteps, noise and frame masks are drawn on the CPU from `generator` (the same draws on any
     device); masked-out frames stay clean and are left out of the loss.

@@ -7,7 +7,8 @@ run needs to continue bit for bit (model, EMA, optimiser, step, RNG states), lik
 `Trainer.state_dict`. The data order is a pure function of the step too (`arlon/training/data.py`),
 so no data-loader state is saved.
 
-Open-Sora v1.2's DiT recipe (spec section 7): AdamW (its HybridAdam in AdamW mode), grad clip 1.0,
+Open-Sora v1.2's DiT recipe (`scripts/train.py`, `configs/opensora-v1-2/train/`; summed up in
+docs/opensora-v1.2-notes.md, 'Training recipe'): AdamW (its HybridAdam in AdamW mode), grad clip 1.0,
 warmup, EMA of the DiT weights with decay 0.99, bf16. We use EMA on the DiT side only (the tiny
 backbone and the injector), where Open-Sora does, and bf16 autocast only on CUDA (CPU runs fp32).
 

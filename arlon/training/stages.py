@@ -131,7 +131,7 @@ def default_train_config(stage: str, cfg: ArlonConfig) -> TrainConfig:
 # motion in 97% of held-out videos (600 steps: 94%).
 # 800 backbone steps instead of 400: held-out flow loss 0.607 -> 0.482, and on 64 held-out prompts
 # `toy_layout_iou` with the AR video 0.156 -> 0.236 (ARLON), 0.097 -> 0.155 (baseline). The DiT side
-# follows Open-Sora: AdamW, grad clip 1, warmup, EMA 0.99 (spec section 7), with a higher learning
+# follows Open-Sora: AdamW, grad clip 1, warmup, EMA 0.99 (Open-Sora v1.2 `scripts/train.py`), with a higher learning
 # rate than Open-Sora's fine-tuning because the tiny backbone trains from scratch in a few hundred steps.
 _TINY = {
     "vae": TrainConfig(steps=1500, batch_size=8, lr=3e-3, warmup_steps=50, clip_frames=8, checkpoint_every=200),
@@ -142,7 +142,7 @@ _TINY = {
     "injector": TrainConfig(steps=120, batch_size=8, lr=3e-3, warmup_steps=20, ema_decay=0.99, checkpoint_every=40),
 }
 
-# Paper preset: only what the paper (section 4.1) and Open-Sora's DiT recipe (spec section 7) state.
+# Paper preset: only what the paper (section 4.1) and Open-Sora v1.2's DiT recipe (`scripts/train.py`) state.
 # Neither gives step counts or a recipe for the latent VQ-VAEs and the AR model, so `steps` stays unset
 # (training refuses to start until it is given) and the other fields keep TrainConfig's defaults.
 _PAPER = {

@@ -1,6 +1,6 @@
 """Stage "vae": the tiny preset's video VAE (`TinyVAE`), trained on pixels.
 
-The paper loads Open-Sora v1.2's pretrained VAE (spec section 2); the tiny preset has no such
+The paper loads Open-Sora v1.2's pretrained VAE (`opensora/models/vae/vae.py`); the tiny preset has no such
 checkpoint, so it trains its own KL-VAE on the toy world: pixel MSE + kl_weight * KL
 (`TinyVAE.loss`). After training, the latent normalisation is measured on training clips and
 written into the VAE (`set_latent_normalization`), as Open-Sora's VAE carries its own per-channel

@@ -1,4 +1,4 @@
-"""Per-video score cache shared by every run on this machine (issue 5).
+"""Per-video score cache shared by every run on this machine.
 
 A score depends only on the video's bytes and the metric's definition (name, backend, version),
 plus the prompt and VBench auxiliary info when the metric reads them, the reference video's

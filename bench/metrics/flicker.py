@@ -1,14 +1,14 @@
-"""VBench's temporal-flickering formula as a weight-free metric (spec section 1.7).
+"""VBench's temporal-flickering formula as a weight-free metric (VBench `vbench/temporal_flickering.py`).
 
     temporal_flickering_formula = (255 - mean over consecutive frame pairs of MAE(f_i, f_i+1)) / 255
 
 MAE is the mean absolute difference over H x W x 3 of the uint8 frames taken as floats; the
 per-video value lies in [0, 1] (1: no pixel changes), the aggregate is the mean over videos, as in
 VBench. It is not VBench's `temporal_flickering` score: VBench's protocol first keeps only videos
-that its RAFT-based static filter (spec section 2) judges static, and that filter needs RAFT's
+that its RAFT-based static filter (`static_filter.py`) judges static, and that filter needs RAFT's
 weights; this metric scores every video and records `static_filter: "not applied"` in each score's
 details, so a reader never mistakes it for the filtered dimension. Frames come from our PyAV decoder,
-VBench reads them with OpenCV; the two may differ by a level or two per pixel (spec section 0.2).
+VBench reads them with OpenCV; the two may differ by a level or two per pixel (docs/vbench-notes.md, 'Video decoding').
 """
 
 from __future__ import annotations

@@ -13,10 +13,10 @@ no reference video was given). Metrics of a batch backend (VBench's official pac
 job in another process, `bench.metrics.backends`) have no per-video function: `fn` is None.
 
 Aggregations (`AGGREGATIONS`) take the per-video values and their weights (None for unweighted
-rules). VBench's own rules are kept (spec section 1): a frame-pair weighted mean for subject and
-background consistency (weight = frame pairs of the video), a frame-weighted mean for scene and
-object class (weight = frames), the imaging quality divided by 100 on the aggregate only, and the
-dynamic degree as the fraction of dynamic videos (per-video values 1.0 / 0.0).
+rules). VBench's own rules are kept (docs/vbench-notes.md, 'Aggregation rules'): a frame-pair weighted
+mean for subject and background consistency (weight = frame pairs of the video), a frame-weighted mean
+for scene and object class (weight = frames), the imaging quality divided by 100 on the aggregate only,
+and the dynamic degree as the fraction of dynamic videos (per-video values 1.0 / 0.0).
 """
 
 from __future__ import annotations

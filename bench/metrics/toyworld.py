@@ -1,4 +1,4 @@
-"""Ground-truth metrics for the toy world (issue 3): weight-free judges of a generated toy video
+"""Ground-truth metrics for the toy world: weight-free judges of a generated toy video
 against the scene its prompt describes and, for ARLON, against the video decoded from its AR codes.
 
 Every prompt of `arlon.data.toyworld.prompt_set` carries its `SceneSpec`, so a judge knows which

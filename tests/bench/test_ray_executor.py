@@ -1,4 +1,4 @@
-"""The Ray executor makes exactly the videos the local one makes (issue 4: seeds never depend on the
+"""The Ray executor makes exactly the videos the local one makes (seeds never depend on the
 executor or the number of workers). Runs when Ray is importable: `pip install 'arlon-bench[ray]'`."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""VBench scored by the official package in its own environment (issue 5; spec: shared/specs/vbench.md).
+"""VBench scored by the official package in its own environment (docs/vbench-notes.md).
 
 Importing this package registers one metric per VBench dimension of `DIMENSIONS`, under the
 dimension's own name (`subject_consistency`, ...) with backend "vbench" and VBench's aggregation

@@ -5,7 +5,7 @@ once per job. The request lists the videos (with prompt and auxiliary info) and 
 can run; dimensions whose files are missing never reach the worker: they fail at once with the
 doctor's line "unavailable: <reason>, fix: <how>", and the other dimensions go on.
 
-VBench-Long (spec section 4): a video of 5 s or more is split into clips first, the way VBench-Long
+VBench-Long (upstream `vbench2_beta_long/`): a video of 5 s or more is split into clips first, the way VBench-Long
 does: clip length = the longest `clip_length_mix` entry among the VBench dimensions its prompt is
 listed under (2 s for a prompt outside VBench's lists, as in VBench-Long's custom mode),
 `fps = int(average fps)`, clips of fps x length frames back to back, the leftover tail extended
@@ -42,7 +42,7 @@ from bench.metrics.vbench.doctor import DimensionStatus, check_dimensions
 from arlon.training.cache import hash_json
 from bench.metrics.vbench.env import SETUP_HINT, VBENCH_VERSION, WORKER, environment_dir
 
-LONG_VIDEO_SECONDS = 5.0  # VBench for shorter videos, VBench-Long from here on (README-FAQ, #53)
+LONG_VIDEO_SECONDS = 5.0  # VBench for shorter videos, VBench-Long from here on (VBench's `README-FAQ.md`)
 DEFAULT_CLIP_SECONDS = 2.0
 
 
@@ -68,7 +68,7 @@ def _dimension_paths(status: DimensionStatus) -> dict[str, str]:
     name = status.dimension
     if name == "subject_consistency":
         # VBench passes `path` on to DINO's hub entry, which ignores it and reads the torch hub cache
-        # (spec section 1.1); it is kept for the call's shape only.
+        # (docs/vbench-notes.md, 'Known pitfalls'); it is kept for the call's shape only.
         return {"hub_dir": found[0], "weights": str(vbench_cache_dir() / "dino_model" / "dino_vitbase16_pretrain.pth")}
     if name == "background_consistency":
         return {"clip": found[0]}

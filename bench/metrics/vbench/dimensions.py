@@ -1,10 +1,10 @@
 """The VBench dimensions this harness scores with the official package, and the files each needs.
 
-One `Dimension` per VBench dimension (spec section 1): the inputs it reads, VBench's aggregation
+One `Dimension` per VBench dimension (its `vbench/<dimension>.py`): the inputs it reads, VBench's aggregation
 rule, the weight files with the place VBench reads them from and the address to download them
-from, and where the dimension's clip length for VBench-Long comes from (spec section 4.1).
+from, and where the dimension's clip length for VBench-Long comes from (its `configs/clip_length_mix.yaml`).
 
-Where files live (spec sections 0.1, 1.1): the VBench cache is `$VBENCH_CACHE_DIR`, else
+Where files live (VBench's `vbench/utils.py`, `init_submodules`): the VBench cache is `$VBENCH_CACHE_DIR`, else
 `~/.cache/vbench`; the torch hub folder is `$TORCH_HOME/hub`, else `~/.cache/torch/hub`; the Hugging
 Face cache (Tag2Text's bert-base-uncased) is `$HF_HUB_CACHE`, else `$HF_HOME/hub`, else
 `~/.cache/huggingface/hub`. The backend always runs VBench with local checkpoints, so nothing is

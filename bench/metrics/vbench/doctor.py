@@ -1,7 +1,7 @@
 """`arlon-bench vbench doctor`: which VBench dimensions can run here, and what to do for the others.
 
 Per dimension: every file it reads, present or missing, at the path VBench reads it from, with the
-address to download it from (spec section 1), so a user can prepare an offline GPU node by copying
+address to download it from (VBench's `init_submodules`), so a user can prepare an offline GPU node by copying
 the listed files into place. `unavailable_reason` gives the one line the backend records for a
 dimension that cannot run: "unavailable: <reason>, fix: <how>".
 """

@@ -1,4 +1,4 @@
-"""The isolated Python environment that runs the official VBench package (issue 5).
+"""The isolated Python environment that runs the official VBench package.
 
 VBench 0.1.5 pins transformers 4.33.2, numpy<2 and timm<=1.0.12, which clash with this project's
 own dependencies, so it gets its own virtual environment, reached only through a subprocess and a

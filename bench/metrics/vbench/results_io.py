@@ -1,16 +1,16 @@
 """VBench files in and out: `export-vbench`, `import-vbench`, and the leaderboard's summary scores.
 
 - `export_run(store, grid, prompts, directory)`: one folder per cell with the run's videos named as
-  VBench's standard mode expects, `{prompt}-{i}.mp4` (spec section 3.1), a `prompt_file.json`
+  VBench's standard mode expects, `{prompt}-{i}.mp4` (VBench's `prompts/README.md`), a `prompt_file.json`
   ({file name: prompt}, for `--prompt_file` in custom-input mode) and `arlon_export.json`, which maps
   every file back to its run, cell and video so that results can come back.
-- `import_results(path, store=None)`: reads a VBench `*_eval_results.json` (spec section 3.3:
+- `import_results(path, store=None)`: reads a VBench `*_eval_results.json` (`VBench.evaluate`:
   dimension -> [aggregate, [per-video dict, ...]], VBench-Long: [aggregate, per-clip, per-video])
   and writes each per-video result into the run's store as that dimension's score, keyed exactly
   like a score the "vbench" backend computes for the same video bytes (not into the shared score
   cache: which weights produced them is unknown).
 - `leaderboard_scores(aggregates)`: Quality, Semantic and Total with the leaderboard's constants
-  (spec section 3.4): (score - Min) / (Max - Min) x weight, Quality = sum / 6.5 over its seven
+  (`scripts/constant.py`): (score - Min) / (Max - Min) x weight, Quality = sum / 6.5 over its seven
   dimensions, Semantic = sum / 9 over its nine, Total = (4 Quality + Semantic) / 5; a dimension
   that was not scored counts as 0 before normalising, as `cal_final_score.py` does.
 """
@@ -37,7 +37,7 @@ EXPORT_MANIFEST = "arlon_export.json"
 PROMPT_FILE = "prompt_file.json"
 MAX_NAME_BYTES = 240  # file systems allow 255; leaves room for "-<i>.mp4"
 
-# dimension -> (Min, Max, weight, group), scripts/constant.py of VBench (spec section 3.4).
+# dimension -> (Min, Max, weight, group), `scripts/constant.py` of VBench.
 LEADERBOARD: dict[str, tuple[float, float, float, str]] = {
     "subject_consistency": (0.1462, 1.0, 1.0, "Quality"),
     "background_consistency": (0.2615, 1.0, 1.0, "Quality"),

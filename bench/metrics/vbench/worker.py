@@ -24,7 +24,7 @@ scene / object_class get the prompt's auxiliary info in the full-info entries (c
 refuses them only because file names carry no auxiliary info). A dimension that fails on the batch
 is retried video by video, so one bad video costs only its own score.
 
-Work-arounds for VBench 0.1.5, without editing the installed package (spec section 5):
+Work-arounds for VBench 0.1.5, without editing the installed package (docs/vbench-notes.md, 'Known pitfalls'):
 - AMT (and the aesthetic head, RAFT) are read with `torch.load`, whose `weights_only` default
   became True in torch 2.6: the worker makes False the default again (the files are the user's own
   checkpoints, found in the VBench cache).
@@ -225,7 +225,7 @@ def score(request: dict) -> dict:
     if device_name == "auto":
         device_name = "cuda" if torch.cuda.is_available() else "cpu"
     # A torch.device, as VBench's own evaluate.py passes: motion_smoothness compares it with the
-    # string "cuda" and only then downscales by GPU memory (spec section 1.3), which the official
+    # string "cuda" and only then downscales by GPU memory (`vbench/motion_smoothness.py`), which the official
     # runs never do.
     device = torch.device(device_name)
     response["device"] = device_name

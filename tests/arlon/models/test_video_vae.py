@@ -138,7 +138,8 @@ def test_paper_size_state_dict_matches_the_reference_layout():
 def test_latent_size_formula():
     with torch.device("meta"):
         vae = OpenSoraVAE(VAEConfig())
-    table = {1: 1, 16: 4, 17: 5, 32: 9, 34: 10, 51: 15, 68: 20, 102: 30, 204: 60, 408: 120}  # spec section 2
+    # Open-Sora v1.2's `VideoAutoencoderPipeline.get_latent_size` (docs/opensora-v1.2-notes.md, 'Frame counts')
+    table = {1: 1, 16: 4, 17: 5, 32: 9, 34: 10, 51: 15, 68: 20, 102: 30, 204: 60, 408: 120}
     assert {frames: vae.latent_size(frames, 32, 32)[0] for frames in table} == table
     assert vae.latent_size(51, 240, 426) == (15, 30, 53)
     assert vae.latent_size(68, 512, 512) == (20, 64, 64)
