@@ -1,6 +1,10 @@
 """The report page of a run: one self-contained HTML file (no network, no side files) holding the
 tables, the figures as base64 PNGs, a grid of sample videos as base64 MP4s (the same prompt and seed
-in every cell, side by side, looping) and the provenance footer."""
+in every cell, side by side, looping) and the provenance footer. A grid that crosses two settings
+(`bench.report.matrix`) first gets one heatmap per metric: rows one setting, columns the other.
+
+It reads at any window width: a table wider than the page scrolls sideways in its own box with its
+first column held in view, and the prompt column keeps the width of a few words per line."""
 
 from __future__ import annotations
 
