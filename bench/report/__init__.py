@@ -24,6 +24,7 @@ from bench.executors.work import seed_for
 from bench.grids import Grid
 from bench.prompts import load_prompts
 from bench.report.html import VideoRow, render_page
+from bench.report.matrix import grid_matrix
 from bench.report.plots import FigureFile, write_figures
 from bench.report.provenance import provenance_markdown, run_provenance
 from bench.report.stats import summarize
@@ -81,7 +82,7 @@ def write_report(
     report.figures = write_figures(grid, summary, directory / "figures", reference_dir)
     page = render_page(
         f"Report: {grid.name}", grid.description, tables, report.figures,
-        video_rows(store, grid, prompts, video_prompts), provenance,
+        video_rows(store, grid, prompts, video_prompts), provenance, grid_matrix(grid), summary,
     )
     report.files["report.html"] = atomic_write_bytes(directory / "report.html", page.encode())
     return report

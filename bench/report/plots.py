@@ -1,8 +1,10 @@
 """Report figures with matplotlib (PNG for the HTML page, PDF for papers), drawn without pyplot's
 global state so that report writing is safe in any process.
 
-- One bar chart per metric: each cell's mean with its 95% interval over prompts; a star marks a
-  cell whose paired difference from its reference cell is significant (interval excludes 0, p < 0.05).
+- One bar chart per metric: each cell's mean with its 95% interval over prompts, on an axis fitted
+  to the means and intervals (`value_limits`); a star marks a cell whose paired difference from its
+  reference cell is significant (interval excludes 0 and p < 0.05, `bench.report.stats.is_significant`),
+  a dashed line the reference cell's mean when every cell shares one.
 - Figure 7 of the paper for a grid that varies the denoising steps with ARLON and baseline cells:
   aesthetic and imaging quality against steps, one line per model with its interval band; a run
   without those two metrics plots its own metrics instead and says so in the title.
@@ -24,6 +26,7 @@ from matplotlib.figure import Figure
 from arlon.checkpoints.io import atomic_write_bytes
 from bench.grids import Grid
 from bench.metrics import METRICS
+from bench.report.stats import is_significant
 from bench.report.tables import REFERENCE_DIR, TABLE2_DIMENSIONS, dimension, read_reference
 
 BASELINE_COLOUR = "#8c8c8c"
@@ -53,32 +56,61 @@ def _arrow(metric: str) -> str:
     return "↑" if METRICS.get(metric).higher_is_better else "↓"
 
 
-def is_significant(row) -> bool:
-    """A summary row whose paired difference from its reference cell is significant: its 95%
-    interval excludes 0 and its sign-flip p-value is below 0.05 (the rule `compare` gates on)."""
-    if math.isnan(row["diff_low"]):
-        return False
-    return (row["diff_low"] > 0 or row["diff_high"] < 0) and row["p_value"] < 0.05
+def value_limits(means, lows, highs, margin: float = 0.08, headroom: float = 0.12) -> tuple[float, float] | None:
+    """Axis limits fitted to the means and their 95% intervals (not 0-1, where differences of 0.01
+    vanish): their range plus `margin` of it below and `headroom` above (room for the stars);
+    None when nothing is finite."""
+    values = np.concatenate([np.asarray(v, dtype=float).ravel() for v in (means, lows, highs)])
+    values = values[np.isfinite(values)]
+    if not values.size:
+        return None
+    low, high = float(values.min()), float(values.max())
+    span = high - low
+    if span <= 1e-12 * max(1.0, abs(high)):  # one value, or all equal: a small window around it
+        span = 0.05 * max(abs(high), 1.0)
+        low, high = low - span / 2, high + span / 2
+    return low - margin * span, high + headroom * span
+
+
+def shared_reference(rows: pd.DataFrame) -> str | None:
+    """The label of the one reference cell every other row is compared with, if there is one."""
+    references = set(rows["reference"].dropna())
+    return references.pop() if len(references) == 1 else None
 
 
 def bar_chart(grid: Grid, summary: pd.DataFrame, metric: str) -> Figure:
-    """Each cell's mean of `metric` with its 95% interval; baseline cells grey."""
+    """Each cell's mean of `metric` with its 95% interval, on an axis fitted to them; baseline cells
+    grey, the shared reference cell's mean a dashed line, * a significant paired difference from it."""
     rows = summary[summary["metric"] == metric].reset_index(drop=True)
     figure = Figure(figsize=(max(4.0, 0.9 * len(rows) + 1.5), 3.4))
     axes = figure.add_subplot()
     x = np.arange(len(rows))
     means = rows["value"].to_numpy(dtype=float)
-    low = np.nan_to_num(means - rows["low"].to_numpy(dtype=float))
-    high = np.nan_to_num(rows["high"].to_numpy(dtype=float) - means)
+    lows, highs = rows["low"].to_numpy(dtype=float), rows["high"].to_numpy(dtype=float)
+    limits = value_limits(means, lows, highs)
+    bottom = limits[0] if limits is not None else 0.0
+    errors = np.vstack([np.nan_to_num(means - lows), np.nan_to_num(highs - means)])
     colours = [BASELINE_COLOUR if is_baseline else ARLON_COLOUR for is_baseline in rows["is_baseline"]]
-    axes.bar(x, np.nan_to_num(means), color=colours, yerr=np.vstack([low, high]), capsize=4, error_kw={"elinewidth": 1})
+    # Bars rise from the bottom of the fitted axis; the axis label says it does not start at 0.
+    axes.bar(x, np.nan_to_num(means - bottom), bottom=bottom, color=colours, alpha=0.85,
+             yerr=errors, capsize=4, error_kw={"elinewidth": 1.2, "ecolor": "#222"})
+    reference = shared_reference(rows)
+    if reference is not None:
+        mean = rows.loc[rows["cell"] == reference, "value"]
+        if len(mean) and np.isfinite(mean.iloc[0]):
+            axes.axhline(mean.iloc[0], color="#444", linestyle="--", linewidth=0.8)
+            # Named right of the plot, where no bar or star can be under it.
+            axes.annotate("reference", (1.0, mean.iloc[0]), xycoords=("axes fraction", "data"), xytext=(3, 0),
+                          textcoords="offset points", ha="left", va="center", fontsize=7, color="#444")
     for i, row in rows.iterrows():
         if is_significant(row):
-            axes.annotate("*", (i, row["high"]), ha="center", va="bottom", fontsize=13)
-    low_limit, high_limit = axes.get_ylim()
-    axes.set_ylim(low_limit, high_limit + 0.08 * (high_limit - low_limit))  # room for the stars under the title
+            top = row["high"] if np.isfinite(row["high"]) else row["value"]
+            axes.annotate("*", (i, top), ha="center", va="bottom", fontsize=13)
+    if limits is not None:
+        axes.set_ylim(*limits)
     axes.set_xticks(x, rows["cell"], rotation=25, ha="right", fontsize=8)
-    axes.set_ylabel("mean over prompts (95% CI)", fontsize=8)
+    axes.tick_params(axis="y", labelsize=8)
+    axes.set_ylabel("mean over prompts (95% CI)\naxis fitted to the data, not from 0", fontsize=8)
     axes.set_title(f"{grid.name}: {metric} {_arrow(metric)}", fontsize=10)
     axes.spines[["top", "right"]].set_visible(False)
     return figure
@@ -175,6 +207,10 @@ def write_figures(grid: Grid, summary: pd.DataFrame, directory: Path, reference_
     if figure is not None:
         files.append(save_figure(figure, directory, "radar_table2", "The eleven Table 2 dimensions against the paper's Table 2 models (each axis min-max scaled)."))
     for metric in grid.metrics:
-        caption = f"{metric}: mean per cell with its 95% interval over prompts; * the paired difference from the reference cell is significant (its 95% interval excludes 0 and p < 0.05)."
+        caption = (
+            f"{metric}: mean per cell with its 95% interval over prompts, on an axis fitted to them (not from 0); "
+            "* the paired difference from the reference cell is significant (its 95% interval excludes 0 and p < 0.05); "
+            "dashed line: the reference cell's mean, when every cell has the same reference."
+        )
         files.append(save_figure(bar_chart(grid, summary, metric), directory, f"bars_{metric}", caption))
     return files

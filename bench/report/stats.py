@@ -27,6 +27,8 @@ MEAN_LIKE_AGGREGATIONS = {
     "frame_weighted_mean": (1.0, True),  # VBench's scene / object class
 }
 
+SIGNIFICANCE_LEVEL = 0.05  # with the 95% intervals: `compare`'s default `significant` tolerance
+
 SUMMARY_COLUMNS = (
     "cell", "cell_id", "is_baseline", "metric", "value", "low", "high", "prompts", "videos",
     "reference", "diff", "diff_low", "diff_high", "p_value", "pairs",
@@ -93,6 +95,19 @@ def summarize(grid: Grid, scores: pd.DataFrame, resamples: int = DEFAULT_RESAMPL
                     )
             rows.append(row)
     return pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
+
+
+def is_significant(row) -> bool:
+    """Whether a summary row's paired difference from its reference cell is significant: its 95%
+    interval excludes 0 and its sign-flip p-value is below 0.05, the rule `arlon-bench compare`
+    gates on (`bench.compare.Tolerance`), here in either direction."""
+    if _missing(row["diff_low"]) or _missing(row["diff_high"]) or _missing(row["p_value"]):
+        return False
+    return (row["diff_low"] > 0 or row["diff_high"] < 0) and row["p_value"] < SIGNIFICANCE_LEVEL
+
+
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def _weights(frame: pd.DataFrame) -> list[float] | None:

@@ -1,10 +1,14 @@
 from __future__ import annotations
 
+import math
+
+from matplotlib.container import ErrorbarContainer
+
 from bench.grids import load_grid
-from bench.report.plots import is_steps_grid, radar_chart, steps_figure, steps_metrics, write_figures
-from bench.report.stats import summarize
+from bench.report.plots import bar_chart, is_steps_grid, radar_chart, steps_figure, steps_metrics, value_limits, write_figures
+from bench.report.stats import is_significant, summarize
 from tests.bench.mini_run import write_mini_grid
-from tests.bench.report.report_data import TABLE2_METRICS, synthetic_scores
+from tests.bench.report.report_data import TABLE2_METRICS, synthetic_scores, table3_grid
 
 
 def steps_grid(tmp_path, metrics: str | None = None):
@@ -49,3 +53,34 @@ def test_radar_chart_needs_the_eleven_dimensions(tmp_path):
     assert len(figure.axes[0].get_lines()) == 3 + 11  # every paper model is drawn, two of them labelled
     toy = load_grid(write_mini_grid(tmp_path))
     assert radar_chart(toy, summarize(toy, synthetic_scores(toy, prompts=2), resamples=200)) is None
+
+
+def test_bars_sit_on_an_axis_fitted_to_the_means_and_intervals_with_stars_where_compare_would_see_a_difference():
+    grid = table3_grid(["toy_layout_iou", "toy_trajectory_error"])
+    # 0.01 apart per cell (the synthetic base) plus a clear step for two cells: on a 0-1 axis all alike.
+    summary = summarize(grid, synthetic_scores(grid, prompts=8, samples=1, shift={"layers_3": 0.03, "layers_8": -0.02}), resamples=400)
+    for metric in grid.metrics:
+        rows = summary[summary["metric"] == metric]
+        figure = bar_chart(grid, summary, metric)
+        axes = figure.axes[0]
+        low, high = axes.get_ylim()
+        assert (low, high) == value_limits(rows["value"], rows["low"], rows["high"])
+        assert low <= rows["low"].min() and rows["high"].max() <= high  # every interval in view
+        span = rows["high"].max() - rows["low"].min()
+        assert high - low < 1.5 * span and low > 0.4  # fitted to the data, not 0-1
+        bars = axes.patches
+        assert [round(bar.get_y() + bar.get_height(), 9) for bar in bars] == [round(v, 9) for v in rows["value"]]
+        errorbar = next(c for c in axes.containers if isinstance(c, ErrorbarContainer))
+        whiskers = errorbar.lines[2][0].get_segments()  # a 95% error bar on each bar
+        assert [(round(s[0][1], 9), round(s[1][1], 9)) for s in whiskers] == [
+            (round(lo, 9), round(hi, 9)) for lo, hi in zip(rows["low"], rows["high"])
+        ]
+        stars = [text for text in axes.texts if text.get_text() == "*"]
+        assert len(stars) == sum(is_significant(row) for row in rows.to_dict("records")) > 0
+        assert any(line.get_linestyle() == "--" for line in axes.lines)  # the baseline's mean
+
+
+def test_value_limits_of_equal_or_missing_values():
+    low, high = value_limits([0.5, 0.5], [math.nan, math.nan], [math.nan, math.nan])
+    assert low < 0.5 < high and high - low < 0.1
+    assert value_limits([math.nan], [math.nan], [math.nan]) is None
