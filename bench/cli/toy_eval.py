@@ -75,7 +75,7 @@ def toy_eval(
     out: Annotated[Optional[str], typer.Option("--out", help="Also write every figure and interval to this JSON file.")] = None,
     device: DeviceOpt = None,
 ) -> None:
-    """Judge the tiny preset's trained stages against the toy world's ground truth (targets of issue 3)."""
+    """Judge the tiny preset's trained stages against the toy world's ground truth and their targets."""
     cfg = apply_overrides(get_preset("tiny"), overrides or []).validate()
     eval_cfg = ToyEvalConfig(num_prompts=prompts, seed=seed, batch_size=batch_size, checks=tuple(check or CHECKS)).validate()
     components = build_components(cfg, checkpoint_dir=checkpoint, device=parse_device(device) or "cpu")
