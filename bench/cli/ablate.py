@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-
 from rich.console import Console
+from rich.text import Text
 
+from bench.cli.console import cli_console
 from bench.cli.options import DeviceOpt, SetOpt
 from bench.cli.progress import task_bars
 from bench.cli.run_options import (
@@ -91,14 +92,13 @@ def _run(
     limit: int | None,
     score_metrics: tuple[str, ...] | None = None,
 ) -> None:
-    console = Console()
+    console = cli_console()
     torch_device = parse_device(device)
     runner = make_executor(executor, address=address, workers=workers, device=str(torch_device) if torch_device else None)
-    console.print(
-        f"grid [bold]{grid.name}[/]: {len(grid.cells)} cells, {grid.prompts.kind} prompts"
+    console.print(Text.assemble(
+        "grid ", (grid.name, "bold"), f": {len(grid.cells)} cells, {grid.prompts.kind} prompts"
         f"{f' (first {limit})' if limit else ''}, {grid.samples_per_prompt} video(s) each -> {store.root}",
-        highlight=False,
-    )
+    ))
     try:
         with task_bars(console) as progress:
             summary = run_grid(
@@ -116,10 +116,10 @@ def _run(
 def show_summary(console: Console, grid: Grid, summary: RunSummary) -> None:
     """The results table, the files, and the failures (exit code 1 when some unit failed)."""
     if summary.table is not None:
-        console.print(results_rich_table(grid, summary.table))
-    console.print(counts_line(summary), highlight=False)
+        console.print(results_rich_table(grid, summary.table, saved_at=summary.files.get("results.md")))
+    console.print(counts_line(summary))
     for name, path in summary.files.items():
-        console.print(f"wrote {path}", highlight=False)
+        console.print(f"wrote {path}")
     if summary.failures:
         console.print(failures_rich_table(summary.failures))
         raise typer.Exit(1)

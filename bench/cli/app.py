@@ -15,6 +15,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperCommand, TyperGroup
 
 from arlon.errors import ArlonError
 from bench.cli import ablate as ablate_command
@@ -29,12 +30,38 @@ from bench.cli import train as train_command
 from bench.cli import validate as validate_command
 from bench.cli import vbench as vbench_command
 
+
+class LiteralHelpGroup(TyperGroup):
+    """The command tree, with every help text, epilog and option help printed as written.
+
+    Typer's default `rich_markup_mode="rich"` reads them as rich markup, which would eat a `[values]`
+    in a help text (`--set KEY=[a, b]`); escaping them once, as Typer builds the tree, keeps its
+    rich help panels and loses nothing.
+    """
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        _escape_help(self)
+
+
+def _escape_help(command: TyperCommand | TyperGroup) -> None:
+    for owner in (command, *command.params):
+        for attribute in ("help", "short_help", "epilog"):
+            text = getattr(owner, attribute, None)
+            if text:
+                setattr(owner, attribute, escape(text))
+    for subcommand in getattr(command, "commands", {}).values():
+        _escape_help(subcommand)
+
+
 app = typer.Typer(
     name="arlon-bench",
     help="Reproduce and extend ARLON: sample videos, train, run ablation grids, score and report.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
     add_completion=False,
+    rich_markup_mode="rich",
+    cls=LiteralHelpGroup,
 )
 app.command(name="sample", epilog=sample_command.EXAMPLES)(sample_command.sample)
 app.command(name="perf", epilog=perf_command.EXAMPLES)(perf_command.perf)

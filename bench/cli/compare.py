@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 
+from bench.cli.console import cli_console, styled
 from bench.compare import compare_results, load_result_set, parse_tolerances, resolve_baseline, update_baseline
 
 EXAMPLES = """Examples:
@@ -45,23 +45,23 @@ def compare(
     update_baseline_: UpdateOpt = False,
 ) -> None:
     """Compare a run with a baseline metric by metric, as a Markdown diff table; exit 1 on a regression."""
-    console = Console()
+    console = cli_console()
     if update_baseline_:
         files = update_baseline(current, baseline)
-        console.print(f"baseline {resolve_baseline(baseline)} rewritten from {current}:", highlight=False, soft_wrap=True)
+        console.print(f"baseline {resolve_baseline(baseline)} rewritten from {current}:", soft_wrap=True)
         for path in files.values():
-            console.print(f"wrote {path}", highlight=False, soft_wrap=True)
+            console.print(f"wrote {path}", soft_wrap=True)
         return
     comparison = compare_results(load_result_set(current), load_result_set(baseline), parse_tolerances(tolerance))
     table = comparison.to_markdown()
     if md is not None:
         md.parent.mkdir(parents=True, exist_ok=True)
         md.write_text(table)
-        console.print(f"wrote {md}", highlight=False, soft_wrap=True)
+        console.print(f"wrote {md}", soft_wrap=True)
     else:
         print(table, end="")
     regressions = comparison.regressions
     if regressions:
         names = ", ".join(f"{c.cell}/{c.metric}" for c in regressions)
-        Console(stderr=True).print(f"[red]{len(regressions)} regression(s):[/] {names}", highlight=False, soft_wrap=True)
+        cli_console(stderr=True).print(styled(f"{len(regressions)} regression(s):", "red", names), soft_wrap=True)
         raise typer.Exit(1)

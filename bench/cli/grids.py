@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from rich.console import Console
+from rich.text import Text
 
+from bench.cli.console import cli_console
 from bench.grids import load_grid, shipped_grids
 
 EXAMPLES = """Examples:
@@ -16,17 +17,13 @@ EXAMPLES = """Examples:
 
 def grids() -> None:
     """List the shipped grids: their cells, prompts and metrics."""
-    console = Console()
+    console = cli_console()
     for name, path in shipped_grids().items():
         grid = load_grid(path)
         prompts = grid.prompts.kind
         if grid.prompts.kind == "toyworld":
             prompts += f" {grid.prompts.split} x{grid.prompts.n}"
-        console.print(f"[bold]{name}[/]  {grid.description}", highlight=False, soft_wrap=True)
-        console.print(f"  {len(grid.cells)} cells: {', '.join(cell.label for cell in grid.cells)}", highlight=False, soft_wrap=True)
-        console.print(
-            f"  prompts: {prompts}, {grid.samples_per_prompt} video(s) each; metrics: {', '.join(grid.metrics)}",
-            highlight=False,
-            soft_wrap=True,
-        )
-    console.print("run one with: arlon-bench ablate --grid NAME", highlight=False)
+        console.print(Text.assemble((name, "bold"), f"  {grid.description}"), soft_wrap=True)
+        console.print(f"  {len(grid.cells)} cells: {', '.join(cell.label for cell in grid.cells)}", soft_wrap=True)
+        console.print(f"  prompts: {prompts}, {grid.samples_per_prompt} video(s) each; metrics: {', '.join(grid.metrics)}", soft_wrap=True)
+    console.print("run one with: arlon-bench ablate --grid NAME")

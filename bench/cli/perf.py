@@ -8,11 +8,12 @@ from typing import Annotated, Optional
 
 import torch
 import typer
-from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from arlon.checkpoints.io import atomic_write_bytes, atomic_write_json
 from arlon.presets import get_preset
+from bench.cli.console import cli_console, note_text
 from bench.cli.options import DeviceOpt, DtypeOpt, PresetOpt, SetOpt
 from bench.cli.progress import rich_progress
 from bench.cli.sample import DTYPES, parse_device
@@ -53,9 +54,9 @@ def perf(
         raise BenchError(f"--dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
     cfg = apply_overrides(get_preset(preset), overrides or []).validate()
     run_device = parse_device(device) or torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    console = Console()
+    console = cli_console()
     if preset == "paper" and run_device.type == "cpu" and not count_only:
-        console.print("[yellow]note:[/] the paper preset does not run on a CPU: counting parameters and FLOPs only")
+        console.print(note_text("the paper preset does not run on a CPU: counting parameters and FLOPs only"))
         count_only = True
     with rich_progress("components", console=console) as progress:
         report = measure_components(
@@ -71,14 +72,14 @@ def perf(
             f"{row.gflops:,.1f}", _fmt(row.latency_s, "{:.3f}"), _fmt(row.peak_mem_gib, "{:.2f}"),
         )
     for name, total in report.totals().items():
-        table.add_row(f"[bold]{name}[/]", "end to end", "", "", f"{total['gflops']:,.1f}", _fmt(total["latency_s"], "{:.2f}"), "")
+        table.add_row(Text(name, style="bold"), "end to end", "", "", f"{total['gflops']:,.1f}", _fmt(total["latency_s"], "{:.2f}"), "")
     console.print(table)
     if out:
         atomic_write_json(Path(out), report.to_dict())
-        console.print(f"wrote {out}")
+        console.print(f"wrote {out}", soft_wrap=True)
     if md:
         atomic_write_bytes(Path(md), efficiency_markdown(report).encode())
-        console.print(f"wrote {md}")
+        console.print(f"wrote {md}", soft_wrap=True)
 
 
 def _fmt(value: float | None, pattern: str) -> str:

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
+from bench.cli.console import cli_console
 from bench.cli.run_options import RunArg
 from bench.cli.tables import results_rich_table
 from bench.grids import Grid
@@ -36,9 +37,9 @@ def print_report(console: Console, report: Report) -> None:
     """Where the report's files are, the page last."""
     for name, path in report.files.items():
         if name != "report.html":
-            console.print(f"wrote {path}", highlight=False, soft_wrap=True)
-    console.print(f"wrote {len(report.figures)} figure(s) (PNG + PDF) in {report.directory / 'figures'}", highlight=False, soft_wrap=True)
-    console.print(f"report: {report.files['report.html']}", highlight=False, soft_wrap=True)
+            console.print(f"wrote {path}", soft_wrap=True)
+    console.print(f"wrote {len(report.figures)} figure(s) (PNG + PDF) in {report.directory / 'figures'}", soft_wrap=True)
+    console.print(f"report: {report.files['report.html']}", soft_wrap=True)
 
 
 def write_run_report(console: Console, store: RunStore, grid: Grid, limit: int | None, out: str | None = None, videos: int = 6) -> Report:
@@ -51,8 +52,8 @@ def report(run: RunArg, out: ReportOutOpt = None, videos: VideosOpt = 6) -> None
     """Write a run's tables, figures and HTML report from its stored scores; computes nothing new."""
     store, grid, limit = open_run(run)
     table, files = report_run(store, grid, limit)
-    console = Console()
-    console.print(results_rich_table(grid, table))
+    console = cli_console()
+    console.print(results_rich_table(grid, table, saved_at=files.get("results.md")))
     for path in files.values():
-        console.print(f"wrote {path}", highlight=False, soft_wrap=True)
+        console.print(f"wrote {path}", soft_wrap=True)
     write_run_report(console, store, grid, limit, out, videos)

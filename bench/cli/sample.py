@@ -6,10 +6,10 @@ from typing import Annotated, Optional
 
 import torch
 import typer
-from rich.console import Console
 
 from arlon.presets import get_preset
 from arlon.pipelines.sample import sample_video
+from bench.cli.console import cli_console, note_text
 from bench.cli.options import CheckpointOpt, DeviceOpt, DtypeOpt, PresetOpt, RandomInitOpt, SeedOpt, SetOpt
 from bench.cli.progress import rich_progress
 from bench.errors import BenchError
@@ -63,9 +63,9 @@ def sample(
         raise BenchError("--baseline makes a single clip; drop --frames-per-prompt and extra --prompt options")
     cfg = apply_overrides(get_preset(preset), overrides or []).validate()
     torch_device = parse_device(device)
-    console = Console()
+    console = cli_console()
     if random_init:
-        console.print("[yellow]note:[/] --random-init: all weights are untrained, so the video shows noise, not the prompt")
+        console.print(note_text("--random-init: all weights are untrained, so the video shows noise, not the prompt"))
     with rich_progress("denoising", console=console) as progress:
         result = sample_video(
             cfg, prompt, out, seed=seed, baseline=baseline, frames_per_prompt=frames_per_prompt,
@@ -73,5 +73,6 @@ def sample(
             device=torch_device, dtype=DTYPES[dtype], progress=progress,
         )
     console.print(
-        f"wrote {result.path} ({result.num_frames} frames, {result.width}x{result.height}, {result.fps} fps, seed {result.seed})"
+        f"wrote {result.path} ({result.num_frames} frames, {result.width}x{result.height}, {result.fps} fps, seed {result.seed})",
+        soft_wrap=True,
     )

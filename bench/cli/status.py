@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from rich.console import Console
-
+from bench.cli.console import cli_console
 from bench.cli.run_options import RunArg
 from bench.cli.tables import status_rich_table
 from bench.runner import open_run, run_status
@@ -20,7 +19,7 @@ def status(run: RunArg) -> None:
     """Show per cell whether its checkpoints are gathered, and how many videos and scores are done."""
     store, grid, limit = open_run(run)
     statuses = run_status(store, grid, limit)
-    console = Console()
+    console = cli_console()
     console.print(status_rich_table(grid, statuses))
     checkpoints = sum(s.has_checkpoints for s in statuses)
     videos = (sum(s.videos_done for s in statuses), sum(s.videos_total for s in statuses))
@@ -28,8 +27,7 @@ def status(run: RunArg) -> None:
     console.print(
         f"train: {checkpoints}/{len(statuses)} cells trained | generate: {videos[0]}/{videos[1]} videos | "
         f"score: {scores[0]}/{scores[1]} scores",
-        highlight=False,
     )
     latest = (store.read_json("manifest.json") or {}).get("latest")
     if latest:
-        console.print(f"last invocation: {latest['started']} ({latest['status']})", highlight=False)
+        console.print(f"last invocation: {latest['started']} ({latest['status']})")

@@ -1,48 +1,95 @@
-"""Rich tables for the grid-run commands: results, failures, run status."""
+"""Rich tables for the grid-run commands: results, failures, run status.
+
+Labels, names and error messages in these tables are user text: they go in as `Text`, never as
+markup, so the tables print verbatim on any console (a researcher's own `Console()` included).
+"""
 
 from __future__ import annotations
 
-import math
+from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
+from rich.console import Console, ConsoleOptions, RenderResult
+from rich.measure import Measurement
 from rich.table import Table
+from rich.text import Text
 
 from bench.executors.work import UnitFailure
 from bench.grids import Grid
 from bench.metrics import METRICS
+from bench.results import format_estimate
 from bench.runner import CellStatus, RunSummary
 
 SHOWN_FAILURES = 20
+INTERVAL_NOTE = "mean [95% bootstrap interval over prompts]"
+UNBOUNDED = 100_000
 
 
 def _short(metric: str) -> str:
     return metric.removeprefix("toy_")
 
 
-def _missing(value) -> bool:
-    return value is None or isinstance(value, float) and math.isnan(value)
+@dataclass
+class ResultsTable:
+    """One row per cell, per metric `mean [low, high]` as in results.md and the report's tables.
+
+    Printed, it fits the console's width: when every metric does not fit in one table, the metrics
+    are split over several tables of whole columns, each repeating the cell column, and a last line
+    names `saved_at` (the whole table in one file). No column is ever dropped or cut.
+    """
+
+    grid: Grid
+    table: pd.DataFrame
+    saved_at: Path | str | None = None
+
+    def parts(self, console: Console, options: ConsoleOptions) -> list[Table]:
+        """The fewest tables of consecutive metric columns, in the grid's order, that fit the width."""
+        width = options.max_width
+        unbounded = options.update_width(UNBOUNDED)  # a table's natural width, before rich squeezes it
+        groups: list[list[str]] = []
+        for metric in self.grid.metrics:
+            if groups:
+                candidate = self._table(groups[-1] + [metric], first=len(groups) == 1, width=width)
+                if Measurement.get(console, unbounded, candidate).maximum <= width:
+                    groups[-1].append(metric)
+                    continue
+            groups.append([metric])
+        groups = groups or [[]]
+        return [
+            self._table(metrics, first=i == 0, width=width, part=(i + 1, len(groups)) if len(groups) > 1 else None)
+            for i, metrics in enumerate(groups)
+        ]
+
+    def _table(self, metrics: list[str], first: bool, width: int, part: tuple[int, int] | None = None) -> Table:
+        title = f"{self.grid.name}: {INTERVAL_NOTE}" if first else self.grid.name
+        title += f" ({part[0]}/{part[1]})" if part else ""
+        out = Table(title=Text(title), title_justify="left")
+        labels = [str(label) for label in self.table["cell"]] if len(self.table) else []
+        # A long label wraps within two fifths of the width rather than crowding out the metrics.
+        label_width = max(12, 2 * width // 5)
+        out.add_column("cell", min_width=min(max(map(len, labels), default=4), label_width), max_width=label_width, overflow="fold")
+        if first:
+            out.add_column("videos", justify="right")
+        for metric in metrics:
+            arrow = "↑" if METRICS.get(metric).higher_is_better else "↓"
+            out.add_column(Text(f"{_short(metric)} {arrow}"), justify="right", no_wrap=True)
+        for _, row in self.table.iterrows():
+            values = [Text(format_estimate(row[m], row[f"{m}_low"], row[f"{m}_high"])) for m in metrics]
+            out.add_row(Text(str(row["cell"])), *([Text(str(row["videos"]))] if first else []), *values)
+        return out
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        parts = self.parts(console, options)
+        yield from parts
+        if len(parts) > 1:
+            where = f"; in one table: {self.saved_at}" if self.saved_at else ""
+            yield Text(f"(the metrics in {len(parts)} tables to fit {options.max_width} columns{where})")
 
 
-def results_rich_table(grid: Grid, table: pd.DataFrame) -> Table:
-    """One row per cell: mean ± half the 95% interval per metric (full intervals are in results.csv)."""
-    out = Table(title=f"{grid.name}: mean ± half the 95% bootstrap interval", title_justify="left", show_lines=True)
-    out.add_column("cell", no_wrap=True, min_width=max((len(c.label) for c in grid.cells), default=4))
-    out.add_column("videos", justify="right")
-    for metric in grid.metrics:
-        arrow = "↑" if METRICS.get(metric).higher_is_better else "↓"
-        out.add_column(f"{_short(metric)} {arrow}", justify="right", overflow="fold", min_width=6)
-    for _, row in table.iterrows():
-        values = []
-        for metric in grid.metrics:
-            mean, low, high = row[metric], row[f"{metric}_low"], row[f"{metric}_high"]
-            if _missing(mean):
-                values.append("-")
-            elif _missing(low) or _missing(high):
-                values.append(f"{mean:.3f}")
-            else:
-                values.append(f"{mean:.3f}\n±{(high - low) / 2:.3f}")  # two short lines fit many metrics
-        out.add_row(str(row["cell"]), str(row["videos"]), *values)
-    return out
+def results_rich_table(grid: Grid, table: pd.DataFrame, saved_at: Path | str | None = None) -> ResultsTable:
+    """The results table to print: see `ResultsTable`."""
+    return ResultsTable(grid, table, saved_at)
 
 
 def failures_rich_table(failures: list[UnitFailure]) -> Table:
@@ -50,19 +97,19 @@ def failures_rich_table(failures: list[UnitFailure]) -> Table:
     for column in ("phase", "unit", "error"):
         out.add_column(column, overflow="fold")
     for item in failures[:SHOWN_FAILURES]:
-        out.add_row(item.phase, item.unit, item.error)
+        out.add_row(Text(item.phase), Text(item.unit), Text(item.error))
     if len(failures) > SHOWN_FAILURES:
         out.add_row("", f"... {len(failures) - SHOWN_FAILURES} more", "")
     return out
 
 
 def status_rich_table(grid: Grid, statuses: list[CellStatus]) -> Table:
-    out = Table(title=f"{grid.name}: what is done per cell", title_justify="left")
+    out = Table(title=Text(f"{grid.name}: what is done per cell"), title_justify="left")
     for column in ("cell", "id", "checkpoints", "videos", "scores"):
-        out.add_column(column, justify="left" if column in ("cell", "id") else "right")
+        out.add_column(column, justify="left" if column in ("cell", "id") else "right", overflow="fold")
     for s in statuses:
         out.add_row(
-            s.label + (" (baseline)" if s.is_baseline and s.label != "baseline" else ""),
+            Text(s.label + (" (baseline)" if s.is_baseline and s.label != "baseline" else "")),
             s.cell_id,
             "yes" if s.has_checkpoints else "-",
             f"{s.videos_done}/{s.videos_total}",

@@ -5,13 +5,14 @@ from __future__ import annotations
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from arlon.pipelines.components import build_components
 from arlon.presets import get_preset
+from bench.cli.console import cli_console
 from bench.cli.options import CheckpointOpt, DeviceOpt, SeedOpt, SetOpt
+from bench.cli.progress import task_bars
 from bench.cli.sample import parse_device
 from bench.overrides import apply_overrides
 from bench.toy_eval import CHECKS, ToyEvalConfig, ToyEvalReport, evaluate_tiny_stack
@@ -78,27 +79,19 @@ def toy_eval(
     cfg = apply_overrides(get_preset("tiny"), overrides or []).validate()
     eval_cfg = ToyEvalConfig(num_prompts=prompts, seed=seed, batch_size=batch_size, checks=tuple(check or CHECKS)).validate()
     components = build_components(cfg, checkpoint_dir=checkpoint, device=parse_device(device) or "cpu")
-    console = Console()
-    with Progress(
-        TextColumn("[bold]{task.description:<8}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
-    ) as bar:
-        tasks: dict[str, int] = {}
-
-        def progress(task: str, done: int, total: int) -> None:
-            if task not in tasks:
-                tasks[task] = bar.add_task(task, total=total)
-            bar.update(tasks[task], completed=done)
-
+    console = cli_console()
+    with task_bars(console) as progress:
         report = evaluate_tiny_stack(components, eval_cfg, progress)
     console.print(report_table(report))
     if out:
-        console.print(f"wrote {report.save(out)}")
+        console.print(f"wrote {report.save(out)}", soft_wrap=True)
 
 
 def report_table(report: ToyEvalReport) -> Table:
     table = Table(title=f"tiny stack on {report.config['num_prompts']} held-out prompts")
-    for column in ("figure", "value", "95% interval", "target"):
-        table.add_column(column)
+    table.add_column("figure", ratio=1)  # the one that wraps on a narrow terminal
+    for column in ("value", "95% interval", "target"):
+        table.add_column(column, no_wrap=True)
     targets = {name.removesuffix("_low"): spec for name, spec in report.targets.items()}
     for name, text in SHOWN:
         estimate = report.intervals.get(name)
@@ -109,8 +102,8 @@ def report_table(report: ToyEvalReport) -> Table:
         target = targets.get(name)
         verdict = ""
         if target is not None:
-            mark = "[green]pass[/]" if target["passed"] else "[red]miss[/]"
+            mark = ("pass", "green") if target["passed"] else ("miss", "red")
             bound = "low > 0" if name.startswith("arlon_minus") else f">= {target['target']:g}"
-            verdict = f"{bound} {mark}"
-        table.add_row(text, f"{value:.3f}", interval, verdict)
+            verdict = Text.assemble(f"{bound} ", mark)
+        table.add_row(Text(text), f"{value:.3f}", Text(interval), verdict)
     return table

@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 
 from arlon.presets import get_preset
 from arlon.training import DataConfig, TrainConfig, TrainingSession, default_train_config, stages_for
 from arlon.training.cache import TrainedStage
 from arlon.training.stages import check_stage
+from bench.cli.console import cli_console, error_text
 from bench.cli.options import DeviceOpt, PresetOpt, SetOpt
 from bench.cli.progress import task_bars
 from bench.cli.run_options import ExecutorOpt, WorkersOpt
@@ -95,7 +95,7 @@ def train(
     asked = stages_for(cfg) if all_stages else list(stage)
     recipes = {name: default_train_config(name, cfg) for name in stages_for(cfg)}
     recipes.update(stage_recipes(cfg, asked, train_overrides))
-    console = Console()
+    console = cli_console()
     torch_device = parse_device(device)
     runner = make_executor(executor, workers=workers, device=str(torch_device) if torch_device else None)
     try:
@@ -105,12 +105,12 @@ def train(
         runner.close()
     if failures:
         for failed in failures:
-            console.print(f"[red]error[/]: {failed.unit}: {failed.error}", highlight=False, soft_wrap=True)
+            console.print(error_text(f"{failed.unit}: {failed.error}"), soft_wrap=True)
         raise typer.Exit(1)
     # Every stage is in the cache now: this session only finds them.
     session = TrainingSession(cfg, data=data_cfg, train=recipes, device=torch_device, use_shipped=shipped)
     for name in (s for s in stages_for(cfg) if s in cached):
-        console.print(summary_line(session.ensure(name), trained_now=not cached[name]), highlight=False, soft_wrap=True, markup=False)
+        console.print(summary_line(session.ensure(name), trained_now=not cached[name]), soft_wrap=True)
     if all_stages:
         checkpoint_dir = session.checkpoint_dir(out)
         console.print(f"checkpoints: {checkpoint_dir}  (arlon-bench sample --checkpoint {checkpoint_dir} ...)", soft_wrap=True)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import typer
-from rich.console import Console
 
+from bench.cli.console import cli_console, error_text
 from bench.cli.options import SetOpt
 from bench.cli.run_options import GridFileArg
 from bench.grids import find_grid, load_grid, validate_grid
@@ -21,12 +21,10 @@ def validate(grid: GridFileArg, overrides: SetOpt = None) -> None:
     """Check a grid file: keys, config fields and values, registry keys, prompts, metrics, duplicate cells."""
     issues = validate_grid(grid, overrides or [])
     if issues:
-        err = Console(stderr=True)
+        err = cli_console(stderr=True)
         for issue in issues:
-            err.print(f"[red]error:[/] {issue}", highlight=False, soft_wrap=True)
-        err.print(f"{len(issues)} problem(s) in {find_grid(grid)}", highlight=False)
+            err.print(error_text(str(issue)), soft_wrap=True)
+        err.print(f"{len(issues)} problem(s) in {find_grid(grid)}", soft_wrap=True)
         raise typer.Exit(2)
     loaded = load_grid(grid, overrides or [])
-    Console().print(
-        f"{find_grid(grid)}: ok, {len(loaded.cells)} cells: {', '.join(c.label for c in loaded.cells)}", highlight=False, soft_wrap=True
-    )
+    cli_console().print(f"{find_grid(grid)}: ok, {len(loaded.cells)} cells: {', '.join(c.label for c in loaded.cells)}", soft_wrap=True)

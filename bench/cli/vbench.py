@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
+from bench.cli.console import cli_console, styled
 from bench.metrics.vbench.dimensions import DIMENSIONS
 from bench.metrics.vbench.doctor import doctor as run_doctor
 from bench.metrics.vbench.env import create_environment, setup_steps
@@ -68,13 +69,13 @@ def setup(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the commands without running them.")] = False,
 ) -> None:
     """Create the isolated environment with vbench==0.1.5 and its pins (setuptools<81, this machine's torch)."""
-    console = Console()
+    console = cli_console()
     if dry_run:
         for step in setup_steps(directory, torch_version):
-            console.print(f"# {step.what}\n{' '.join(step.command)}", highlight=False)
+            console.print(f"# {step.what}\n{' '.join(step.command)}", soft_wrap=True)
         return
-    python = create_environment(directory, torch_version, echo=lambda line: console.print(line, highlight=False))
-    console.print(f"VBench environment ready: {python}; next: `arlon-bench vbench doctor`", highlight=False)
+    python = create_environment(directory, torch_version, echo=lambda line: console.print(line, soft_wrap=True))
+    console.print(f"VBench environment ready: {python}; next: `arlon-bench vbench doctor`", soft_wrap=True)
 
 
 @app.command(name="doctor", epilog=DOCTOR_EXAMPLES)
@@ -94,34 +95,34 @@ def doctor(
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))
         raise typer.Exit(0 if report.ok else 1)
-    console = Console()
-    env_line = "[green]ready[/]" if report.environment_ready else "[red]missing[/]: run `arlon-bench vbench setup`"
-    console.print(f"environment {report.environment}: {env_line}", highlight=False)
-    console.print(f"VBench cache (VBENCH_CACHE_DIR): {report.vbench_cache}", highlight=False)
-    console.print(f"torch hub (TORCH_HOME/hub): {report.torch_hub}", highlight=False)
+    console = cli_console()
+    env_state = Text("ready", "green") if report.environment_ready else styled("missing:", "red", "run `arlon-bench vbench setup`")
+    console.print(Text.assemble(f"environment {report.environment}: ", env_state), soft_wrap=True)
+    console.print(f"VBench cache (VBENCH_CACHE_DIR): {report.vbench_cache}", soft_wrap=True)
+    console.print(f"torch hub (TORCH_HOME/hub): {report.torch_hub}", soft_wrap=True)
     table = Table(show_lines=True)
     table.add_column("dimension", no_wrap=True)
     table.add_column("status", no_wrap=True)
     for column in ("file", "expected at", "get it from"):
         table.add_column(column, overflow="fold")
     for status in report.dimensions:
-        state = "[green]available[/]" if status.available else "[red]unavailable[/]"
+        state = Text("available", "green") if status.available else Text("unavailable", "red")
         if not status.files:
-            table.add_row(status.dimension, state, "(no weights)", "", "")
+            table.add_row(Text(status.dimension), state, "(no weights)", "", "")
         for i, f in enumerate(status.files):
-            mark = "[green]present[/]" if f.present else "[red]missing[/]"
+            mark = styled("present", "green", f.what) if f.present else styled("missing", "red", f.what)
             where = str(f.found) if f.present and f.found != f.expected else str(f.expected)
-            table.add_row(status.dimension if i == 0 else "", state if i == 0 else "", f"{mark} {f.what}", where,
-                          "" if f.present else f.source)
+            table.add_row(Text(status.dimension if i == 0 else ""), state if i == 0 else "", mark, Text(where),
+                          Text("" if f.present else f.source))
         if status.module_missing:
-            table.add_row("", "", f"[red]missing[/] Python module {status.module_missing}", str(report.environment),
-                          f"install {status.module_missing} into the environment")
+            table.add_row("", "", styled("missing", "red", f"Python module {status.module_missing}"), Text(str(report.environment)),
+                          Text(f"install {status.module_missing} into the environment"))
     console.print(table)
     commands = fetch_commands(report)
     if commands:
         console.print("\nto fetch the missing files (on a machine with network, then copy them to the same paths):")
         for line in commands:
-            console.print(f"  {line}", highlight=False, soft_wrap=True)
+            console.print(f"  {line}", soft_wrap=True)
     raise typer.Exit(0 if report.ok else 1)
 
 
@@ -150,9 +151,9 @@ def export_vbench(
     """Write a run's videos in VBench's standard naming ({prompt}-{i}.mp4) for scoring elsewhere."""
     store, grid, limit = open_run(run)
     counts = export_run(store, grid, load_prompts(grid.prompts, limit), directory)
-    console = Console()
+    console = cli_console()
     for cell in grid.cells:
-        console.print(f"{cell.label}: {counts[cell.id]} videos -> {Path(directory) / cell.id}", highlight=False)
+        console.print(f"{cell.label}: {counts[cell.id]} videos -> {Path(directory) / cell.id}", soft_wrap=True)
 
 
 def import_vbench(
@@ -165,20 +166,19 @@ def import_vbench(
     """Read VBench's per-video results into the run's store (as the vbench backend's scores)."""
     store = RunStore(resolve_run_dir(run)) if run else None
     summary = import_results(results, store, export_dir)
-    console = Console()
+    console = cli_console()
     for dimension, count in summary.imported.items():
-        console.print(f"{dimension}: {count} per-video scores -> {summary.run}", highlight=False)
+        console.print(f"{dimension}: {count} per-video scores -> {summary.run}", soft_wrap=True)
     for dimension in summary.skipped_dimensions:
-        console.print(f"{dimension}: not a dimension this harness scores; left out", highlight=False)
+        console.print(f"{dimension}: not a dimension this harness scores; left out", soft_wrap=True)
     board = leaderboard_scores({d: v for d, v in summary.aggregates.items() if isinstance(v, (int, float))})
     console.print(
         f"leaderboard (VBench's constants; {len(board.missing)} dimension(s) not scored count as 0): "
         f"quality {board.quality:.4f}, semantic {board.semantic:.4f}, total {board.total:.4f}",
-        highlight=False,
     )
     if summary.unmatched:
-        console.print(f"[yellow]{len(summary.unmatched)} result(s) matched no exported video[/], e.g. {summary.unmatched[0]}")
+        console.print(styled(f"{len(summary.unmatched)} result(s) matched no exported video,", "yellow", f"e.g. {summary.unmatched[0]}"), soft_wrap=True)
         raise typer.Exit(1)
     if run is None and summary.run is None:
-        console.print("[yellow]nothing imported[/]")
+        console.print(Text("nothing imported", "yellow"))
         raise typer.Exit(1)

@@ -355,8 +355,14 @@ def _header(table: ReportTable) -> list[str]:
     return header
 
 
+def markdown_text(text: str) -> str:
+    """User text (a label, a grid's description) kept literal in a Markdown table or heading: on one
+    line (a line break would end the row) and with `|` escaped (it would end the cell)."""
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
 def _cells(table: ReportTable, row: TableRow, best: dict[str, str], bold) -> list[str]:
-    cells = [row.label]
+    cells = [markdown_text(row.label)]
     for column in table.columns:
         if row.is_paper_row:
             cells.append(_reported_text(table, row, column))
@@ -372,7 +378,7 @@ def to_markdown(table: ReportTable) -> str:
     """The table (and its differences from the reference cells) as GitHub Markdown."""
     best = table.best()
     unit = " Values in percent." if table.percent else ""
-    lines = [f"## {table.title}", "", table.caption + unit, ""]
+    lines = [f"## {markdown_text(table.title)}", "", table.caption + unit, ""]
     header = _header(table)
     lines += ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
     for row in table.rows:
@@ -384,11 +390,14 @@ def to_markdown(table: ReportTable) -> str:
         for row in table.rows:
             if row.is_paper_row or row.reference is None:
                 continue
-            lines.append("| " + " | ".join([row.label, row.reference] + [difference_text(table, row.entries.get(c.metric)) for c in table.columns]) + " |")
+            labels = [markdown_text(row.label), markdown_text(row.reference)]
+            lines.append("| " + " | ".join(labels + [difference_text(table, row.entries.get(c.metric)) for c in table.columns]) + " |")
     return "\n".join(lines) + "\n"
 
 
-LATEX_SPECIALS = {"↑": r"$\uparrow$", "↓": r"$\downarrow$", "Δ": r"$\Delta$", "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+# Brackets in braces: `\\` and `\midrule` read a `[` that follows them as their optional argument,
+# so a row label starting with one would break the table.
+LATEX_SPECIALS = {"[": "{[}", "]": "{]}", "↑": r"$\uparrow$", "↓": r"$\downarrow$", "Δ": r"$\Delta$", "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
 
 
 def latex_escape(text: str) -> str:

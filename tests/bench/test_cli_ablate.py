@@ -58,7 +58,7 @@ def test_ablate_prints_the_table_and_writes_the_files(tmp_path, mini_cache, monk
     monkeypatch.setenv("COLUMNS", "200")
     code, out, err = _main(capsys, monkeypatch, "ablate", "--grid", str(grid), "--out", str(tmp_path / "run"))
     assert code == 0, err
-    assert "mini: mean ± half the 95% bootstrap interval" in out
+    assert "mini: mean [95% bootstrap interval over prompts]" in out
     assert "│ baseline       │      1 │" in out and "layers=last:1" in out
     assert "videos 3 made, 0 already done | scores 9 computed, 0 current" in out
     assert f"wrote {tmp_path / 'run' / 'results.csv'}" in out

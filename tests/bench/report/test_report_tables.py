@@ -5,14 +5,21 @@ and read the diff)."""
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from rich.console import Console
 
+from bench.cli.tables import results_rich_table
 from bench.grids import load_grid
 from bench.report.stats import summarize
-from bench.report.tables import build_tables, table1, table2, table3, table3_row_matches, table5, to_latex, to_markdown, to_records
+from bench.report.tables import (
+    Column, Entry, ReportTable, TableRow, build_tables, entry_text, table1, table2, table3, table3_row_matches, table5,
+    to_latex, to_markdown, to_records,
+)
+from bench.results import format_estimate
 from tests.bench.mini_run import write_mini_grid
 from tests.bench.report.report_data import TABLE2_METRICS, TABLE3_METRICS, synthetic_scores, table3_grid
 
@@ -126,3 +133,41 @@ def test_table5_layout_for_a_grid_that_varies_the_training_data(tmp_path):
     ]
     assert table.percent and "context only" in table.caption
     assert table3(grid, summary) is not None and table5(table3_grid(), summary) is None
+
+
+def _one_metric_table(entries: dict[str, Entry]) -> ReportTable:
+    rows = [TableRow(label, {"toy_motion_accuracy": entry}) for label, entry in entries.items()]
+    return ReportTable("results", "labels: a grid", "caption", [Column("toy_motion_accuracy", "toy_motion_accuracy", True)], rows, percent=False)
+
+
+def test_labels_are_literal_text_in_markdown_and_latex():
+    best = Entry(0.9, 0.8, 1.0)
+    table = _one_metric_table({"[values] first": best, "left | right": Entry(0.5, 0.25, 0.75), "line\nbreak": Entry(0.5, 0.25, 0.75)})
+    rows = [line for line in to_markdown(table).splitlines() if line.startswith("| ") and "0." in line]
+    assert rows == [
+        "| [values] first | **0.900 [0.800, 1.000]** |",
+        "| left \\| right | 0.500 [0.250, 0.750] |",  # one cell for the label, not two
+        "| line break | 0.500 [0.250, 0.750] |",  # a line break would end the row
+    ]
+    latex = to_latex(table)
+    # After `\\` or `\midrule`, a `[` opens their optional argument: braced, it is only a bracket.
+    assert "\\midrule\n{[}values{]} first & " in latex
+    assert not re.search(r"(\\\\|\\midrule)\s*\[", latex)
+
+
+def test_a_lopsided_interval_reads_the_same_in_every_format():
+    """`mean [low, high]` in the terminal, results.md, the report's Markdown and LaTeX, and low/high in CSV."""
+    entry = Entry(0.125, 0.0, 1 / 3)
+    table = _one_metric_table({"baseline": entry, "better": Entry(0.9, 0.8, 1.0)})
+    expected = "0.125 [0.000, 0.333]"
+    assert entry_text(table, entry) == format_estimate(0.125, 0.0, 1 / 3) == expected
+    assert f"| baseline | {expected} |" in to_markdown(table)
+    assert "0.125\\,{\\scriptsize[0.000, 0.333]}" in to_latex(table)
+    record = to_records(table).iloc[0]
+    assert (record["value"], record["low"], round(record["high"], 3)) == (0.125, 0.0, 0.333)
+    grid = load_grid("layers", ["metrics=[toy_motion_accuracy]"])
+    results = pd.DataFrame([{"cell": "baseline", "videos": 4, "toy_motion_accuracy": 0.125,
+                             "toy_motion_accuracy_low": 0.0, "toy_motion_accuracy_high": 1 / 3}])
+    console = Console(width=80, record=True, file=open(os.devnull, "w"))
+    console.print(results_rich_table(grid, results))
+    assert expected in console.export_text()
