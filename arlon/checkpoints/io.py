@@ -53,13 +53,13 @@ logger = logging.getLogger(__name__)
 # Output paths
 
 _NOT_WRITABLE = "make the folder writable or write somewhere else"
-_FULL = "free some disk space (or write somewhere else) and run the command again; finished work is kept"
+_FULL = "free some disk space (or write somewhere else) and run the command again"
 WRITE_HINTS = {
     errno.ENOSPC: _FULL,
     errno.EDQUOT: _FULL,
     errno.EACCES: _NOT_WRITABLE,
     errno.EPERM: _NOT_WRITABLE,
-    errno.EROFS: "the file system is read-only: write somewhere else",
+    errno.EROFS: "write somewhere else",
 }
 
 

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from arlon.checkpoints.io import output_file
 from arlon.pipelines.components import build_components
 from arlon.presets import get_preset
 from bench.cli.options import CheckpointOpt, DeviceOpt, SeedOpt, SetOpt
@@ -75,6 +76,8 @@ def toy_eval(
     device: DeviceOpt = None,
 ) -> None:
     """Judge the tiny preset's trained stages against the toy world's ground truth (targets of issue 3)."""
+    if out:
+        output_file(out, "--out", example="toy-eval.json")  # refused before the evaluation, not after it
     cfg = apply_overrides(get_preset("tiny"), overrides or []).validate()
     eval_cfg = ToyEvalConfig(num_prompts=prompts, seed=seed, batch_size=batch_size, checks=tuple(check or CHECKS)).validate()
     components = build_components(cfg, checkpoint_dir=checkpoint, device=parse_device(device) or "cpu")
