@@ -3,10 +3,11 @@
 Writing: every file goes through `atomic_path`: it is written to a temporary file beside the target
 and renamed onto it only once complete; when writing fails (a full disk, a read-only folder, an
 interrupt) the temporary file is removed and the file it would have replaced is untouched. The
-temporary file is created as a plain `open()` creates one (mode 0o666 less the umask), because
-`tempfile.mkstemp` makes it 0600 and a shared `runs/` folder or a team's cache would then be
-unreadable to colleagues. A write that fails is a `WriteError` naming the file (not its temporary
-name) and what to do.
+file ends with the mode a plain `open()` gives a new file (0o666 less the umask), because
+`tempfile.mkstemp` (and safetensors' own writer) make it 0600 and a shared `runs/` folder or a
+team's cache would then be unreadable to colleagues. A replaced file takes the new mode too, so
+files written 0600 by older versions heal when rewritten. A write that fails is a `WriteError`
+naming the file (not its temporary name) and what to do.
 
 Output paths a user gives are checked before any work starts (`output_file`, `check_output_dir`):
 a folder where a file goes, a file where a folder goes, a dangling symbolic link or a file in the
@@ -34,6 +35,7 @@ import logging
 import os
 import re
 import secrets
+import stat
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -137,16 +139,19 @@ def ensure_dir(path: str | os.PathLike, what: str | None = None) -> Path:
     return path
 
 
-def _new_file(folder: Path, prefix: str, suffix: str) -> Path:
-    """Create an empty file with a fresh name in `folder`, with the mode open() gives (0o666 less the umask)."""
+def _new_file(folder: Path, prefix: str, suffix: str) -> tuple[Path, int]:
+    """Create an empty file with a fresh name in `folder` as open() creates one: (path, its mode), the
+    mode being 0o666 less the umask (and whatever a default ACL of the folder adds)."""
     for _ in range(100):
         candidate = folder / f"{prefix}{secrets.token_hex(4)}{suffix}"
         try:
             fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
         except FileExistsError:
             continue
-        os.close(fd)
-        return candidate
+        try:
+            return candidate, stat.S_IMODE(os.fstat(fd).st_mode)
+        finally:
+            os.close(fd)
     raise FileExistsError(errno.EEXIST, "no free temporary name", str(folder))
 
 
@@ -157,11 +162,13 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     target = output_file(path)
     ensure_dir(target.parent)
     try:
-        tmp = _new_file(target.parent, f".{target.name}.", suffix)
+        tmp, mode = _new_file(target.parent, f".{target.name}.", suffix)
     except OSError as err:
         raise write_error(path, err) from None
     try:
         yield tmp
+        if stat.S_IMODE(os.stat(tmp).st_mode) != mode:  # a writer that made its own file (safetensors: 0600)
+            os.chmod(tmp, mode)
         os.replace(tmp, target)
     except OSError as err:
         raise write_error(path, err) from None
