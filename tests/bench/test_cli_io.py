@@ -15,6 +15,7 @@ import pytest
 
 import arlon.data.video_io as video_io
 from arlon.weights import bundled_checkpoint_dir
+from bench.runner import run_grid
 from tests.bench.cli_runner import run_main
 from tests.bench.metrics.fake_run import make_fake_run
 
@@ -34,7 +35,12 @@ def paths(tmp_path) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def fake_run(tmp_path_factory) -> Path:
-    store, _ = make_fake_run(tmp_path_factory.mktemp("fake"), prompts=1, samples=1)
+    """A scored run of one video, so that a baseline can be made of it."""
+    root = tmp_path_factory.mktemp("fake")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ARLON_SCORE_CACHE", str(root / "score-cache"))
+        store, grid = make_fake_run(root, prompts=1, samples=1, single_cell=True)
+        assert run_grid(grid, store, "local", phases=("score",)).ok
     return store.root
 
 
@@ -47,7 +53,7 @@ def scores_csv(tmp_path: Path) -> str:
 # The command line of each output path, with the path last.
 FILE_OUTPUTS = {
     "sample --out": lambda tmp, run: ["sample", "--random-init", "--prompt", "x", "--steps", "1", "--out"],
-    "toy-eval --out": lambda tmp, run: ["toy-eval", "--prompts", "1", "--check", "vae", "--out"],
+    "toy-eval --out": lambda tmp, run: ["toy-eval", "--prompts", "2", "--check", "vae", "--out"],
     "perf --out": lambda tmp, run: ["perf", "--count-only", "--out"],
     "perf --md": lambda tmp, run: ["perf", "--count-only", "--md"],
     "compare --md": lambda tmp, run: ["compare", scores_csv(tmp), scores_csv(tmp), "--md"],
