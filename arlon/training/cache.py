@@ -41,6 +41,7 @@ from torch import nn
 
 from arlon.checkpoints.io import (
     atomic_write_json,
+    check_output_dir,
     ensure_dir,
     load_component,
     load_safetensors,
@@ -145,7 +146,7 @@ class TrainingSession:
         self.use_shipped = use_shipped
         self.data = data
         self.train_overrides = dict(train or {})
-        self.root = cache_root(cache_dir)
+        self.root = check_output_dir(cache_root(cache_dir), "the training cache (ARLON_CACHE_DIR)")
         self.device = torch.device(device) if device is not None else default_device()
         self.progress = progress
         self._text_encoder: TextEncoder | None = None
@@ -196,6 +197,8 @@ class TrainingSession:
         if not files[0].is_file():
             return None
         try:
+            if not files[1].is_file():
+                raise CorruptFileError(f"{files[1]}: missing beside its manifest")
             manifest, _ = read_component(directory, stage)
             missing = [name for name in MANIFEST_FIELDS if name not in manifest]
             if missing or manifest["key"] != key:

@@ -239,7 +239,6 @@ class Checkpointer:
         return steps[-1] if steps else None
 
     def save(self, state: TrainState) -> Path:
-        self.directory.mkdir(parents=True, exist_ok=True)
         stem = self.directory / f"state-{state.step:08d}"
         tensors = {k: v.detach().cpu().contiguous() for k, v in state.tensors().items()}
         save_safetensors(tensors, stem.with_suffix(".safetensors"))
