@@ -229,6 +229,10 @@ def set_aside(files: list[Path], problem: str, then: str) -> None:
 # ---------------------------------------------------------------------------------------------------
 # Reading
 
+def _hinted(problem: str, hint: str) -> str:
+    return f"{problem}; {hint}" if hint else problem
+
+
 def read_json(path: str | os.PathLike, hint: str = "") -> Any:
     """The JSON document in `path`; CorruptFileError naming the file when it is not JSON."""
     path = Path(path)
@@ -237,7 +241,7 @@ def read_json(path: str | os.PathLike, hint: str = "") -> Any:
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         where = f" at line {err.lineno}" if isinstance(err, json.JSONDecodeError) else ""
         reason = err.msg if isinstance(err, json.JSONDecodeError) else "not UTF-8 text"
-        raise CorruptFileError(f"{path}: not valid JSON ({reason}{where})" + (f"; {hint}" if hint else "")) from None
+        raise CorruptFileError(_hinted(f"{path}: not valid JSON ({reason}{where})", hint)) from None
 
 
 def save_safetensors(tensors: Mapping[str, Tensor], path: str | os.PathLike) -> Path:
@@ -258,9 +262,7 @@ def load_safetensors(path: str | os.PathLike, hint: str = "") -> dict[str, Tenso
     try:
         return load_file(str(path), device="cpu")
     except SafetensorError as err:
-        raise CorruptFileError(
-            f"{path}: damaged or incomplete safetensors file ({err})" + (f"; {hint}" if hint else "")
-        ) from None
+        raise CorruptFileError(_hinted(f"{path}: damaged or incomplete safetensors file ({err})", hint)) from None
 
 
 def tensors_sha256(state: Mapping[str, Tensor]) -> str:
@@ -295,7 +297,7 @@ def read_manifest(directory: str | os.PathLike, name: str, hint: str = REDO_HINT
         raise MissingWeightsError(f"{path}: checkpoint manifest not found")
     manifest = read_json(path, hint)
     if not isinstance(manifest, dict):
-        raise CorruptFileError(f"{path}: not a checkpoint manifest (expected a JSON object); {hint}")
+        raise CorruptFileError(_hinted(f"{path}: not a checkpoint manifest (expected a JSON object)", hint))
     return manifest
 
 
@@ -312,7 +314,7 @@ def read_component(directory: str | os.PathLike, name: str, hint: str = REDO_HIN
     state = load_safetensors(path, hint)
     recorded = manifest.get("sha256")
     if recorded is not None and tensors_sha256(state) != recorded:
-        raise CorruptFileError(f"{path}: the weights do not match the sha256 its manifest {name}.json records; {hint}")
+        raise CorruptFileError(_hinted(f"{path}: the weights do not match the sha256 its manifest {name}.json records", hint))
     return manifest, state
 
 

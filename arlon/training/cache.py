@@ -199,7 +199,7 @@ class TrainingSession:
         try:
             if not files[1].is_file():
                 raise CorruptFileError(f"{files[1]}: missing beside its manifest")
-            manifest, _ = read_component(directory, stage)
+            manifest, _ = read_component(directory, stage, hint="")  # the warning says what happens next
             missing = [name for name in MANIFEST_FIELDS if name not in manifest]
             if missing or manifest["key"] != key:
                 problem = f"lacks {', '.join(missing)}" if missing else f"records key {manifest['key']!r}, not {key!r}"
