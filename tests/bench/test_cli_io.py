@@ -98,6 +98,12 @@ def test_a_folder_output_that_cannot_be_a_folder_is_one_line_before_any_work(com
     assert sorted(os.listdir(tmp_path)) == before and (tmp_path / "a-file").read_text() == "keep me\n"
 
 
+def test_train_out_without_all_is_refused_rather_than_ignored(tmp_path, capsys, monkeypatch):
+    code, _, err = run_main(capsys, monkeypatch, "train", "--stage", "vae", "--out", str(tmp_path / "ckpt"))
+    assert_one_error_line(code, err, "--out gathers every component of the preset: use it with --all")
+    assert not (tmp_path / "ckpt").exists()
+
+
 def test_missing_folders_of_an_output_are_created(tmp_path, capsys, monkeypatch):
     md = tmp_path / "new" / "deeper" / "gate.md"
     code, out, err = run_main(capsys, monkeypatch, "compare", scores_csv(tmp_path), scores_csv(tmp_path), "--md", str(md))
