@@ -23,3 +23,15 @@ class CheckpointMismatchError(ArlonError):
 
 class VideoDecodeError(ArlonError):
     """A video file cannot be read or is corrupt."""
+
+
+class CorruptFileError(ArlonError):
+    """A file is there but cannot be what it should be (truncated, hand-edited, its hash does not match)."""
+
+
+class OutputPathError(ArlonError):
+    """A path given for output cannot take it (a folder where a file goes, a file where a folder goes, ...)."""
+
+
+class WriteError(ArlonError):
+    """Writing a file failed (a full disk, a read-only folder); the file it would replace is untouched."""

@@ -28,14 +28,13 @@ baseline folder, deliberately replacing what was there.
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
 
-from arlon.checkpoints.io import atomic_write_bytes, atomic_write_json
+from arlon.checkpoints.io import atomic_write_bytes, atomic_write_json, check_output_dir, ensure_dir
 from bench.errors import BenchError
 from bench.metrics import METRICS, aggregate
 from bench.prompts import load_prompts
@@ -136,27 +135,59 @@ def load_result_set(source: str | Path) -> ResultSet:
     path = Path(source)
     if not path.exists():
         path = resolve_baseline(source)
+    where = path  # the file (or run folder) messages name
     if path.is_dir() and (path / "grid.yaml").is_file() and (path / "cells").is_dir():
         scores = _run_scores(resolve_run_dir(path))
     elif path.is_dir() and (path / "scores.csv").is_file():
-        scores = pd.read_csv(path / "scores.csv")
+        where = path / "scores.csv"
+        scores = _read_scores_csv(where)
     elif path.is_file():
-        try:
-            scores = pd.read_csv(path)
-        except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as err:
-            raise IncomparableError(f"{path}: not a scores CSV ({err})") from None
+        scores = _read_scores_csv(path)
     else:
         raise IncomparableError(
             f"no run or results at {str(source)!r} (give a run folder, a scores.csv, or a baseline name under {BASELINES_DIR})"
         )
     missing = [column for column in KEY_COLUMNS if column not in scores.columns]
     if missing:
-        raise IncomparableError(f"{path}: the scores lack column(s) {', '.join(missing)} (expected {', '.join(KEY_COLUMNS)})")
+        raise IncomparableError(f"{where}: the scores lack column(s) {', '.join(missing)} (expected {', '.join(KEY_COLUMNS)})")
     columns = list(KEY_COLUMNS) + (["weight"] if "weight" in scores.columns else [])  # VBench's weighted rules
-    scores = scores[columns].dropna(subset=["value"]).astype({"prompt_id": str, "sample": int, "value": float})
+    scores = _typed_scores(scores[columns].dropna(subset=["value"]), where)
     if scores.empty:
-        raise IncomparableError(f"{path}: no scores to compare (score the run first: `arlon-bench score RUN`)")
+        raise IncomparableError(f"{where}: no scores to compare (score the run first: `arlon-bench score RUN`)")
     return ResultSet(str(path), scores.reset_index(drop=True))
+
+
+def _read_scores_csv(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path)
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as err:
+        raise IncomparableError(f"{path}: not a scores CSV ({' '.join(str(err).split())})") from None
+
+
+def _typed_scores(scores: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """value and weight as numbers, sample as an integer, the names as text; IncomparableError naming
+    the file's lines that hold anything else (a hand-edited or foreign CSV)."""
+    problems = []
+
+    def rows(bad: pd.Series, what: str) -> None:
+        if bad.any():
+            lines = [str(index + 2) for index in scores.index[bad]]  # line 1 is the header
+            example = scores.loc[bad].iloc[0][what.split()[0]]
+            problems.append(f"{what} on line(s) {_listed(lines)} (e.g. {example!r})")
+
+    for column in ("cell", "prompt_id", "metric"):
+        rows(scores[column].isna(), f"{column} is empty")
+    numbers = {column: pd.to_numeric(scores[column], errors="coerce") for column in ("value", "sample")}
+    rows(numbers["value"].isna(), "value is not a number")
+    sample = numbers["sample"]
+    rows(sample.isna() | (sample != sample.round()) | (sample < 0), "sample is not a whole number >= 0")
+    if "weight" in scores.columns:
+        weight = pd.to_numeric(scores["weight"], errors="coerce")
+        rows(scores["weight"].notna() & weight.isna(), "weight is not a number")
+        numbers["weight"] = weight
+    if problems:
+        raise IncomparableError(f"{path}: " + "; ".join(problems) + "; fix or remove those rows")
+    return scores.assign(**numbers).astype({"prompt_id": str, "cell": str, "metric": str, "sample": int, "value": float})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -317,19 +348,18 @@ def update_baseline(run: str | Path, baseline: str | Path) -> dict[str, Path]:
     baseline folder (replacing its files); returns the files written."""
     store = RunStore(resolve_run_dir(run))
     grid, limit = store.load_grid()
-    directory = resolve_baseline(baseline)
+    directory = check_output_dir(resolve_baseline(baseline), "baseline")
     scores = collect_scores(grid, store, load_prompts(grid.prompts, limit))
     if scores.empty:
         raise BenchError(f"{store.root}: no scores to make a baseline of (run `arlon-bench score {store.root}` first)")
-    directory.mkdir(parents=True, exist_ok=True)
+    ensure_dir(directory, "baseline")
     files = {
         "scores.csv": atomic_write_bytes(directory / "scores.csv", scores.to_csv(index=False).encode()),
         "results.csv": atomic_write_bytes(directory / "results.csv", results_table(grid, scores).to_csv(index=False).encode()),
     }
     for name in BASELINE_FILES:
         if (store.root / name).is_file():
-            files[name] = directory / name
-            shutil.copyfile(store.root / name, directory / name)
+            files[name] = atomic_write_bytes(directory / name, (store.root / name).read_bytes())
     manifest = store.read_json("manifest.json") or {}
     latest = manifest.get("latest", {})
     files["provenance.json"] = atomic_write_json(directory / "provenance.json", {

@@ -10,17 +10,16 @@ the models can import it.
 
 from __future__ import annotations
 
-import json
 import pickle
+import zipfile
 from pathlib import Path
 from typing import Mapping
 
 import torch
-from safetensors.torch import load_file
 from torch import Tensor
 
-from arlon.checkpoints.io import check_state_dict
-from arlon.errors import CheckpointMismatchError, MissingWeightsError
+from arlon.checkpoints.io import check_state_dict, load_safetensors, read_json
+from arlon.errors import CheckpointMismatchError, CorruptFileError, MissingWeightsError
 
 # ---------------------------------------------------------------------------------------------------
 # Shared: resolving and reading weight files
@@ -63,7 +62,10 @@ def _weights_in_directory(directory: Path, filenames: tuple[str, ...], download_
         if not candidate.is_file():
             continue
         if name.endswith(".index.json"):
-            weight_map = json.loads(candidate.read_text())["weight_map"]
+            index = read_json(candidate, download_hint)
+            weight_map = index.get("weight_map") if isinstance(index, dict) else None
+            if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+                raise CorruptFileError(f"{candidate}: not a shard index (no weight_map of file names); {download_hint}")
             return [directory / shard for shard in dict.fromkeys(weight_map.values())]
         return [candidate]
     if (directory / "model").is_dir():  # an Open-Sora training checkpoint: <step>/model/ holds the shards
@@ -86,18 +88,23 @@ def _cached_hf_snapshot(repo_id: str, cache_dir: str | Path | None) -> Path | No
 
 
 def read_state_dict(files: list[Path]) -> dict[str, Tensor]:
-    """Read and merge weight files on CPU; unwrap Open-Sora's {"ema"|"model"|"state_dict": weights}."""
+    """Read and merge weight files on CPU; unwrap Open-Sora's {"ema"|"model"|"state_dict": weights}.
+    A truncated or damaged file is a CorruptFileError naming it."""
     state: dict[str, Tensor] = {}
     for file in files:
         if not file.is_file():
             raise MissingWeightsError(f"{file}: weight shard listed in the index is missing")
         if file.suffix == ".safetensors":
-            part = load_file(str(file), device="cpu")
+            part = load_safetensors(file, "download it again")
         else:
             try:
                 part = torch.load(file, map_location="cpu", weights_only=True)
-            except (pickle.UnpicklingError, RuntimeError, EOFError) as err:  # weights_only refuses arbitrary objects
-                raise CheckpointMismatchError(f"{file}: cannot read as a tensor checkpoint ({err})") from None
+            except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile) as err:
+                # weights_only refuses arbitrary objects; a truncated file fails in the zip or pickle reader
+                reason = " ".join(str(err).split()) or type(err).__name__
+                raise CorruptFileError(
+                    f"{file}: cannot read as a tensor checkpoint ({reason}); download it again"
+                ) from None
             part = _unwrap_nested(part, file)
         state.update(part)
     return state

@@ -1,14 +1,13 @@
 """Reading and writing videos with PyAV.
 
-Frames are uint8 arrays of shape (T, H, W, 3) in RGB order. Writes go to a temporary file in the
-target directory and are renamed into place, so an interrupted write never leaves a half video
-under the final name.
+Frames are uint8 arrays of shape (T, H, W, 3) in RGB order. Writes go through `atomic_path`
+(arlon/checkpoints/io.py): a temporary file in the target directory, renamed into place, so an
+interrupted or failed write never leaves a half video under the final name.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from fractions import Fraction
@@ -18,6 +17,7 @@ import av
 import numpy as np
 import torch
 
+from arlon.checkpoints.io import atomic_path
 from arlon.errors import VideoDecodeError
 
 
@@ -75,32 +75,24 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: int = 24, crf:
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"expected uint8 frames of shape (T, H, W, 3), got {frames.dtype} {frames.shape}")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     # yuv420p needs even sizes: pad by repeating the last row/column rather than resizing.
     T, H, W, _ = frames.shape
     if H % 2 or W % 2:
         frames = np.pad(frames, ((0, 0), (0, H % 2), (0, W % 2), (0, 0)), mode="edge")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".mp4")
-    os.close(fd)
-    try:
-        with av.open(tmp, mode="w", format="mp4") as container:
-            stream = container.add_stream("libx264", rate=Fraction(fps))
-            stream.width, stream.height = frames.shape[2], frames.shape[1]
-            stream.pix_fmt = "yuv420p"
-            # x264's output depends on its thread count, and without cpu-independent its CPU-specific
-            # code paths still made about 1 in 300 re-encodes differ between processes (0 in 640 with it).
-            stream.options = {"crf": str(crf), "x264-params": "cpu-independent=1"}
-            stream.codec_context.thread_count = 1
-            for frame in frames:
-                yuv = _convert(av.VideoFrame.from_ndarray(frame, format="rgb24"), "yuv420p")
-                for packet in stream.encode(yuv):
-                    container.mux(packet)
-            for packet in stream.encode():
+    with atomic_path(path, ".mp4") as tmp, av.open(str(tmp), mode="w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=Fraction(fps))
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = "yuv420p"
+        # x264's output depends on its thread count, and without cpu-independent its CPU-specific
+        # code paths still made about 1 in 300 re-encodes differ between processes (0 in 640 with it).
+        stream.options = {"crf": str(crf), "x264-params": "cpu-independent=1"}
+        stream.codec_context.thread_count = 1
+        for frame in frames:
+            yuv = _convert(av.VideoFrame.from_ndarray(frame, format="rgb24"), "yuv420p")
+            for packet in stream.encode(yuv):
                 container.mux(packet)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        for packet in stream.encode():
+            container.mux(packet)
     return path
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from arlon.checkpoints.io import load_component
+from arlon.checkpoints.io import REDO_HINT, check_checkpoint_dir, load_component, read_manifest
 from arlon.config import ArlonConfig
 from arlon.errors import CheckpointMismatchError, MissingWeightsError
 from arlon.injection.adapters import SemanticInjector
@@ -32,7 +32,7 @@ from arlon.models.text_encoders import TextEncoder, build_text_encoder
 from arlon.models.video_vae import OpenSoraVAE, VideoVAE, build_video_vae
 from arlon.rectified_flow import RectifiedFlow
 from arlon.training.stages import stage_configs
-from arlon.weights import bundled_checkpoint_dir
+from arlon.weights import DAMAGED_HINT, bundled_checkpoint_dir
 
 # Components trained by this project, saved as <name>.safetensors in a checkpoint directory.
 TRAINED_COMPONENTS = ("vae", "backbone", "ar_vq", "dit_vq", "ar", "injector")
@@ -107,6 +107,8 @@ def build_components(
         ours.remove("vae")
     if cfg.backbone.pretrained is not None:
         ours.remove("backbone")
+    if checkpoint_dir is not None and not random_init:
+        checkpoint_dir = check_checkpoint_dir(checkpoint_dir)
     if not random_init and checkpoint_dir is None:
         checkpoint_dir = bundled_checkpoint_dir(cfg.name)  # the tiny preset's shipped weights
     if not random_init and ours and checkpoint_dir is None:
@@ -153,11 +155,13 @@ def load_checked(checkpoint_dir: str | Path, name: str, module: torch.nn.Module,
     one trained with Gaussian noise from one without: the manifest's config (written by
     `arlon-bench train`) must match the requested one wherever it determines the weights.
     """
+    shipped = Path(checkpoint_dir) == bundled_checkpoint_dir(cfg.name)
+    hint = DAMAGED_HINT if shipped else REDO_HINT
     manifest_path = Path(checkpoint_dir) / f"{name}.json"
-    trained_for = json.loads(manifest_path.read_text()).get("config") if manifest_path.is_file() else None
+    trained_for = read_manifest(checkpoint_dir, name, hint).get("config") if manifest_path.is_file() else None
     if isinstance(trained_for, dict):  # checked first: it names the setting, where shapes only show the symptom
         _check_trained_for(checkpoint_dir, name, trained_for, cfg)
-    return load_component(checkpoint_dir, name, module)
+    return load_component(checkpoint_dir, name, module, hint)
 
 
 def _check_trained_for(checkpoint_dir: str | Path, name: str, trained_for: dict, cfg: ArlonConfig) -> None:

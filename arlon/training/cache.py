@@ -18,6 +18,11 @@ A stage whose key matches a checkpoint shipped in the package (`arlon/weights/`)
 The manifest (written last, so its presence marks a complete checkpoint) records the component's
 config, the training config, the step, the data spec and seed, the metrics, the upstream hashes and
 the weights' own hash. An interrupted stage resumes from its newest state when run again.
+
+The cache heals: a cached checkpoint or latent pool that cannot be read (a truncated file, a manifest
+that is not JSON, weights whose hash is not the manifest's) is moved aside as `<name>.corrupt-<time>`,
+named in one warning, and computed again. A damaged shipped checkpoint is not the cache's to replace:
+it is one CorruptFileError naming the file.
 """
 
 from __future__ import annotations
@@ -32,11 +37,23 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 
-from arlon.checkpoints.io import atomic_write_json, load_component, read_manifest, save_component
+from arlon.checkpoints.io import (
+    atomic_write_json,
+    check_output_dir,
+    ensure_dir,
+    load_component,
+    load_safetensors,
+    read_component,
+    read_json,
+    save_component,
+    save_safetensors,
+    set_aside,
+    tensors_sha256,
+)
 from arlon.config import ArlonConfig
+from arlon.errors import CorruptFileError
 from arlon.models.ar_transformer import ARTransformer
 from arlon.models.latent_vq import LatentVQVAE
 from arlon.models.stdit3 import STDiT3
@@ -62,6 +79,8 @@ from arlon.training.vq import train_latent_vq
 from arlon.weights import bundled_stage
 
 ENCODE_BATCH = 16
+# What every cached manifest holds and the code reads; one without them is damaged.
+MANIFEST_FIELDS = ("key", "sha256", "metrics", "step")
 
 
 def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
@@ -79,12 +98,7 @@ def hash_json(blob: object) -> str:
 
 def state_dict_sha256(module: nn.Module) -> str:
     """Hash of every entry of the module's state_dict (names, dtypes, shapes and bytes)."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        tensor = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
+    return tensors_sha256(module.state_dict())
 
 
 def train_key_fields(train: TrainConfig) -> dict:
@@ -132,7 +146,7 @@ class TrainingSession:
         self.use_shipped = use_shipped
         self.data = data
         self.train_overrides = dict(train or {})
-        self.root = cache_root(cache_dir)
+        self.root = check_output_dir(cache_root(cache_dir), "the training cache (ARLON_CACHE_DIR)")
         self.device = torch.device(device) if device is not None else default_device()
         self.progress = progress
         self._text_encoder: TextEncoder | None = None
@@ -162,11 +176,12 @@ class TrainingSession:
         train = self.train_config(stage).validate(stage)
         key = self.stage_key(stage, train, upstream)
         directory = self.root / "stages" / stage / key
-        shipped = bundled_stage(self.cfg.name, stage, key) if self.use_shipped else None
-        if shipped is not None and not (directory / f"{stage}.json").is_file():
-            directory = shipped[0]  # the package's own checkpoint of exactly this stage
-        if (directory / f"{stage}.json").is_file():
-            manifest = read_manifest(directory, stage)
+        manifest = self._cached_manifest(stage, key, directory)
+        if manifest is None and self.use_shipped:
+            shipped = bundled_stage(self.cfg.name, stage, key)
+            if shipped is not None:
+                directory, manifest = shipped  # the package's own checkpoint of exactly this stage
+        if manifest is not None:
             if self.progress is not None:
                 self.progress(stage, train.steps, train.steps, manifest["metrics"].get("loss_final"))
             done = TrainedStage(stage, key, directory, manifest, steps_run=0, cached=True)
@@ -174,6 +189,25 @@ class TrainingSession:
             done = self._train(stage, train, key, directory, upstream)
         self.trained[stage] = done
         return done
+
+    def _cached_manifest(self, stage: str, key: str, directory: Path) -> dict | None:
+        """The manifest of the complete, intact checkpoint of `stage` in the cache folder `directory`,
+        else None; a damaged one is moved aside (one warning) so that the stage trains again."""
+        files = [directory / f"{stage}.json", directory / f"{stage}.safetensors"]
+        if not files[0].is_file():
+            return None
+        try:
+            if not files[1].is_file():
+                raise CorruptFileError(f"{files[1]}: missing beside its manifest")
+            manifest, _ = read_component(directory, stage, hint="")  # the warning says what happens next
+            missing = [name for name in MANIFEST_FIELDS if name not in manifest]
+            if missing or manifest["key"] != key:
+                problem = f"lacks {', '.join(missing)}" if missing else f"records key {manifest['key']!r}, not {key!r}"
+                raise CorruptFileError(f"{files[0]}: not this stage's manifest (it {problem})")
+        except CorruptFileError as err:
+            set_aside(files, str(err), f"training {stage} again")
+            return None
+        return manifest
 
     def stage_key(self, stage: str, train: TrainConfig, upstream: Mapping[str, TrainedStage]) -> str:
         """Hash of everything that determines the stage's weights (see the module docstring)."""
@@ -199,8 +233,7 @@ class TrainingSession:
         done = self.ensure_all()
         if out is None:
             out = self.root / "checkpoints" / f"{self.cfg.name}-{hash_json([d.key for d in done])}"
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
+        out = ensure_dir(out)
         for stage in done:
             for suffix in (".safetensors", ".json"):
                 link_or_copy(stage.directory / f"{stage.stage}{suffix}", out / f"{stage.stage}{suffix}")
@@ -245,10 +278,8 @@ class TrainingSession:
             return self._pools[split]
         spec = self.pool_spec(split)
         directory = self.root / "latents" / hash_json(spec)
-        if (directory / "pool.json").is_file():
-            meta = json.loads((directory / "pool.json").read_text())
-            pool = ClipPool(load_file(str(directory / "latents.safetensors"))["latents"], meta["captions"], meta["spec"])
-        else:
+        pool = self._cached_pool(directory)
+        if pool is None:
             vae = self.load("vae").to(self.device).eval()
 
             def report(done: int, total: int) -> None:
@@ -256,11 +287,30 @@ class TrainingSession:
                     self.progress(f"latents ({split})", done, total, None)
 
             pool = encode_pool(vae.encode, self.clips(split), ENCODE_BATCH, self.device, spec, report)
-            directory.mkdir(parents=True, exist_ok=True)
-            save_file({"latents": pool.x.contiguous()}, str(directory / "latents.safetensors"))
+            save_safetensors({"latents": pool.x.contiguous()}, directory / "latents.safetensors")
+            # pool.json last: its presence marks a complete pool.
             atomic_write_json(directory / "pool.json", {"captions": pool.captions, "spec": spec})
         self._pools[split] = pool
         return pool
+
+    @staticmethod
+    def _cached_pool(directory: Path) -> ClipPool | None:
+        """The complete, intact latent pool in `directory`, else None; a damaged one is moved aside (one warning)."""
+        files = [directory / "pool.json", directory / "latents.safetensors"]
+        if not files[0].is_file():
+            return None
+        try:
+            meta = read_json(files[0])
+            if not isinstance(meta, dict) or not isinstance(meta.get("captions"), list) or "spec" not in meta:
+                raise CorruptFileError(f"{files[0]}: not a latent pool's description (expected captions and spec)")
+            latents = load_safetensors(files[1]).get("latents") if files[1].is_file() else None
+            if latents is None or latents.shape[0] != len(meta["captions"]):
+                found = "no latents" if latents is None else f"{latents.shape[0]} latents"
+                raise CorruptFileError(f"{files[1]}: {found} for {len(meta['captions'])} captions")
+        except CorruptFileError as err:
+            set_aside(files, str(err), "encoding the clips again")
+            return None
+        return ClipPool(latents, meta["captions"], meta["spec"])
 
     def pool_data(self, train: TrainConfig) -> TrainingData:
         return TrainingData(self.pool("train"), train.batch_size, train.seed)

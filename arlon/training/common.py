@@ -20,21 +20,18 @@ here keeps global state (the loop runs inside `torch.random.fork_rng`, so the ca
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from arlon.checkpoints.io import atomic_write_json
-from arlon.errors import ArlonError, ConfigError
+from arlon.checkpoints.io import atomic_write_json, load_safetensors, read_json, save_safetensors, set_aside
+from arlon.errors import ArlonError, ConfigError, CorruptFileError
 from arlon.training.data import Batch, TrainingData
 
 
@@ -221,7 +218,9 @@ class Checkpointer:
     """Resumable training states in one directory: `state-<step>.safetensors` + `state-<step>.json`.
 
     The JSON is written after the tensors, so a state counts only once its JSON exists; older
-    states are deleted after a newer one is complete. Each file is written atomically.
+    states are deleted after a newer one is complete. Each file is written atomically. A state that
+    cannot be read back (damaged files, other entries than the model's) is moved aside with one
+    warning and the next older one is used, else the stage starts over: it is only a cache.
     """
 
     PATTERN = re.compile(r"state-(\d+)\.json$")
@@ -241,32 +240,46 @@ class Checkpointer:
         return steps[-1] if steps else None
 
     def save(self, state: TrainState) -> Path:
-        self.directory.mkdir(parents=True, exist_ok=True)
         stem = self.directory / f"state-{state.step:08d}"
         tensors = {k: v.detach().cpu().contiguous() for k, v in state.tensors().items()}
-        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".state-", suffix=".safetensors")
-        os.close(fd)
-        try:
-            save_file(tensors, tmp)
-            os.replace(tmp, stem.with_suffix(".safetensors"))
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        save_safetensors(tensors, stem.with_suffix(".safetensors"))
         atomic_write_json(stem.with_suffix(".json"), state.meta())
         for old in self.steps()[: -self.keep]:
             self._remove(old)
         return stem.with_suffix(".json")
 
     def restore(self, state: TrainState) -> bool:
-        """Load the newest complete state into `state`; False when there is none."""
-        step = self.latest_step()
-        if step is None:
-            return False
-        stem = self.directory / f"state-{step:08d}"
-        meta = json.loads(stem.with_suffix(".json").read_text())
+        """Load the newest complete, readable state into `state`; False when there is none."""
+        for step in reversed(self.steps()):
+            stem = self.directory / f"state-{step:08d}"
+            try:
+                tensors, meta = self._read(stem, state)
+            except CorruptFileError as err:
+                files = [stem.with_suffix(".json"), stem.with_suffix(".safetensors")]
+                set_aside(files, str(err), "training resumes from an older state or the start")
+                continue
+            state.load(tensors, meta)
+            return True
+        return False
+
+    @staticmethod
+    def _read(stem: Path, state: TrainState) -> tuple[dict[str, Tensor], dict]:
+        """The tensors and JSON of a saved state, checked to fit `state` before anything is loaded into it."""
+        meta = read_json(stem.with_suffix(".json"))
+        fields = {"step": int, "losses": list, "param_groups": list}
+        if not isinstance(meta, dict) or not all(isinstance(meta.get(k), kind) for k, kind in fields.items()):
+            raise CorruptFileError(f"{stem}.json: not a training state (expected step, losses, param_groups)")
+        path = stem.with_suffix(".safetensors")
+        if not path.is_file():
+            raise CorruptFileError(f"{path}: missing beside its training state")
         # Loaded on the CPU: RNG states must be CPU tensors, and load_state_dict copies the rest to the model's device.
-        state.load(load_file(str(stem.with_suffix(".safetensors"))), meta)
-        return True
+        tensors = load_safetensors(path)
+        model, expected = _with_prefix(tensors, "model."), state.model.state_dict()
+        wanted = {"rng.cpu", "rng.generator"} | {f"ema.{k}" for k in (state.ema.state_dict() if state.ema else {})}
+        reshaped = set(model) != set(expected) or any(model[k].shape != expected[k].shape for k in expected)
+        if reshaped or wanted - set(tensors):
+            raise CorruptFileError(f"{path}: not a training state of this model (its entries differ from the model's)")
+        return tensors, meta
 
     def clear(self) -> None:
         for step in self.steps():

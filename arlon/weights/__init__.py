@@ -14,10 +14,15 @@ cache (ARLON_CACHE_DIR pointing at a new directory), then compare DIR's manifest
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from arlon.checkpoints.io import read_component, read_manifest
+
 BUNDLED_DIRS = {"tiny": Path(__file__).parent / "tiny"}
+# A damaged shipped file is the installation's, not a cache entry to recompute.
+DAMAGED_HINT = (
+    "the package's shipped checkpoint is damaged: reinstall arlon-bench (in a clone: `git checkout arlon/weights/`)"
+)
 
 
 def bundled_checkpoint_dir(preset: str) -> Path | None:
@@ -29,12 +34,14 @@ def bundled_checkpoint_dir(preset: str) -> Path | None:
 
 
 def bundled_stage(preset: str, stage: str, key: str) -> tuple[Path, dict] | None:
-    """(directory, manifest) of a shipped checkpoint of `stage` whose cache key is `key`, if any."""
+    """(directory, manifest) of a shipped checkpoint of `stage` whose cache key is `key`, if any; its
+    weights are checked against the manifest's hash (CorruptFileError naming the file when damaged)."""
     directory = bundled_checkpoint_dir(preset)
     if directory is None:
         return None
-    manifest_path = directory / f"{stage}.json"
-    if not manifest_path.is_file() or not (directory / f"{stage}.safetensors").is_file():
+    if not (directory / f"{stage}.json").is_file() or not (directory / f"{stage}.safetensors").is_file():
         return None
-    manifest = json.loads(manifest_path.read_text())
-    return (directory, manifest) if manifest.get("key") == key else None
+    if read_manifest(directory, stage, DAMAGED_HINT).get("key") != key:
+        return None
+    manifest, _ = read_component(directory, stage, DAMAGED_HINT)
+    return directory, manifest

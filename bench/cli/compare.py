@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from arlon.checkpoints.io import atomic_write_bytes, output_file
 from bench.cli.console import cli_console, styled
 from bench.compare import compare_results, load_result_set, parse_tolerances, resolve_baseline, update_baseline
 
@@ -46,6 +47,8 @@ def compare(
 ) -> None:
     """Compare a run with a baseline metric by metric, as a Markdown diff table; exit 1 on a regression."""
     console = cli_console()
+    if md is not None:
+        output_file(md, "--md", example="gate.md")  # refused before the comparison, not after it
     if update_baseline_:
         files = update_baseline(current, baseline)
         console.print(f"baseline {resolve_baseline(baseline)} rewritten from {current}:", soft_wrap=True)
@@ -55,8 +58,7 @@ def compare(
     comparison = compare_results(load_result_set(current), load_result_set(baseline), parse_tolerances(tolerance))
     table = comparison.to_markdown()
     if md is not None:
-        md.parent.mkdir(parents=True, exist_ok=True)
-        md.write_text(table)
+        atomic_write_bytes(md, table.encode())
         console.print(f"wrote {md}", soft_wrap=True)
     else:
         print(table, end="")

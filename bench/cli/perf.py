@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from arlon.checkpoints.io import atomic_write_bytes, atomic_write_json
+from arlon.checkpoints.io import atomic_write_bytes, atomic_write_json, output_file
 from arlon.presets import get_preset
 from bench.cli.console import cli_console, note_text
 from bench.cli.options import DeviceOpt, DtypeOpt, PresetOpt, SetOpt
@@ -52,6 +52,9 @@ def perf(
     """Measure each component's parameters, FLOPs, latency and peak memory with random weights."""
     if dtype not in DTYPES:
         raise BenchError(f"--dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
+    for option, path in (("--out", out), ("--md", md)):
+        if path:
+            output_file(path, option)  # refused before the measurement, not after it
     cfg = apply_overrides(get_preset(preset), overrides or []).validate()
     run_device = parse_device(device) or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     console = cli_console()

@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 import torch
 import typer
 
+from arlon.checkpoints.io import output_file
 from arlon.presets import get_preset
 from arlon.pipelines.sample import sample_video
 from bench.cli.console import cli_console, note_text
@@ -61,6 +62,7 @@ def sample(
         raise BenchError(f"--dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
     if baseline and (len(prompt) > 1 or frames_per_prompt):
         raise BenchError("--baseline makes a single clip; drop --frames-per-prompt and extra --prompt options")
+    output_file(out, "--out", example="video.mp4")  # refused before the minutes of sampling, not after
     cfg = apply_overrides(get_preset(preset), overrides or []).validate()
     torch_device = parse_device(device)
     console = cli_console()

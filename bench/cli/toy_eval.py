@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
+from arlon.checkpoints.io import output_file
 from arlon.pipelines.components import build_components
 from arlon.presets import get_preset
 from bench.cli.console import cli_console
@@ -76,6 +77,8 @@ def toy_eval(
     device: DeviceOpt = None,
 ) -> None:
     """Judge the tiny preset's trained stages against the toy world's ground truth, each check against its target."""
+    if out:
+        output_file(out, "--out", example="toy-eval.json")  # refused before the evaluation, not after it
     cfg = apply_overrides(get_preset("tiny"), overrides or []).validate()
     eval_cfg = ToyEvalConfig(num_prompts=prompts, seed=seed, batch_size=batch_size, checks=tuple(check or CHECKS)).validate()
     components = build_components(cfg, checkpoint_dir=checkpoint, device=parse_device(device) or "cpu")

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from arlon.checkpoints.io import check_output_dir
 from arlon.presets import get_preset
 from arlon.training import DataConfig, TrainConfig, TrainingSession, default_train_config, stages_for
 from arlon.training.cache import TrainedStage
@@ -88,6 +89,10 @@ def train(
         raise BenchError("give --stage NAME (repeatable) or --all")
     for name in stage or []:
         check_stage(name)
+    if out is not None and not all_stages:
+        raise BenchError("--out gathers every component of the preset: use it with --all")
+    if out is not None:
+        check_output_dir(out, "--out")  # refused before training, not after it
     model_overrides, recipe_overrides = split_overrides(overrides or [], steps)
     cfg = apply_overrides(get_preset(preset), model_overrides)
     data_cfg = apply_overrides(TrainingOptions(TrainConfig(), DataConfig(source=data)), [o for o in recipe_overrides if o.startswith("data.")]).data

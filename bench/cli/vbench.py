@@ -13,6 +13,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
+from arlon.checkpoints.io import check_output_dir
 from bench.cli.console import cli_console, styled
 from bench.metrics.vbench.dimensions import DIMENSIONS
 from bench.metrics.vbench.doctor import doctor as run_doctor
@@ -70,6 +71,8 @@ def setup(
 ) -> None:
     """Create the isolated environment with vbench==0.1.5 and its pins (setuptools<81, this machine's torch)."""
     console = cli_console()
+    if directory is not None:
+        check_output_dir(directory, "--dir")
     if dry_run:
         for step in setup_steps(directory, torch_version):
             console.print(f"# {step.what}\n{' '.join(step.command)}", soft_wrap=True)
@@ -149,6 +152,7 @@ def export_vbench(
     directory: Annotated[str, typer.Argument(help="Folder to write (one sub-folder per cell).")],
 ) -> None:
     """Write a run's videos in VBench's standard naming ({prompt}-{i}.mp4) for scoring elsewhere."""
+    check_output_dir(directory, "export folder")
     store, grid, limit = open_run(run)
     counts = export_run(store, grid, load_prompts(grid.prompts, limit), directory)
     console = cli_console()

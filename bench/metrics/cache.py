@@ -10,17 +10,21 @@ version invalidates only that metric.
 Layout: `<root>/<key[:2]>/<key>.json`, one small JSON per (video, metric) holding the value, its
 aggregation weight and details; written atomically (temporary file + rename), so concurrent
 workers never read half a file and the last writer of an equal key writes the same content.
+An entry that cannot be read back (not JSON, no numeric value) is moved aside with one warning
+and scored again; an entry that cannot be written (a full disk, a colleague's read-only cache)
+is one warning and the score goes on without it.
 Root: `$ARLON_SCORE_CACHE`, else `~/.cache/arlon-bench/scores`; `ARLON_SCORE_CACHE=off` turns the
 cache off.
 """
 
 from __future__ import annotations
 
-import json
+import logging
 import os
 from pathlib import Path
 
-from arlon.checkpoints.io import atomic_write_json
+from arlon.checkpoints.io import atomic_write_json, read_json, set_aside
+from arlon.errors import CorruptFileError, OutputPathError, WriteError
 from arlon.training.cache import hash_json
 from bench.metrics.registry import MetricSpec, MetricValue
 
@@ -29,6 +33,8 @@ DEFAULT_CACHE = Path("~/.cache/arlon-bench/scores")
 DISABLED = ("off", "0", "none")
 # Inputs that make a score depend on the prompt (a toy scene is the prompt's ground truth).
 PROMPT_INPUTS = ("prompt", "scene", "auxiliary")
+
+logger = logging.getLogger(__name__)
 
 
 def score_cache_root() -> Path | None:
@@ -72,6 +78,7 @@ class ScoreCache:
     def __init__(self, root: str | os.PathLike | None = None, enabled: bool = True):
         resolved = Path(root).expanduser() if root is not None else score_cache_root()
         self.root = resolved if enabled else None
+        self._write_failed = False
 
     @property
     def enabled(self) -> bool:
@@ -82,17 +89,48 @@ class ScoreCache:
         return self.root / key[:2] / f"{key}.json"
 
     def get(self, key: str) -> MetricValue | None:
+        """The cached score, or None when absent; a damaged entry is moved aside (one warning) and rescored."""
         if self.root is None:
             return None
         path = self.path(key)
+        if not path.is_file():
+            return None
         try:
-            entry = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            return None  # absent (or unreadable: scored again and rewritten)
+            entry = read_json(path)
+            if not _is_entry(entry):
+                raise CorruptFileError(f"{path}: not a score entry (expected a numeric value, weight and details)")
+        except OSError:
+            return None  # unreadable (a colleague's file): scored again
+        except CorruptFileError as err:
+            try:
+                set_aside([path], str(err), "scoring the video again")
+            except CorruptFileError as stuck:  # a read-only cache: scored again all the same
+                logger.warning("warning: %s", stuck)
+            return None
         return MetricValue(entry["value"], entry.get("weight"), entry.get("details"))
 
     def put(self, key: str, value: MetricValue, metric: str) -> None:
         if self.root is None:
             return
         entry = {"metric": metric, "value": value.value, "weight": value.weight, "details": value.details}
-        atomic_write_json(self.path(key), entry)
+        try:
+            atomic_write_json(self.path(key), entry)
+        except (WriteError, OutputPathError) as err:
+            if not self._write_failed:  # once: every later entry would fail alike
+                logger.warning("warning: %s; scores are not cached (they are kept in the run)", err)
+            self._write_failed = True
+
+
+def _number_or_none(value: object) -> bool:
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+
+
+def _is_entry(entry: object) -> bool:
+    """What `put` writes: a value and weight that are numbers (or null) and details that are an object (or null)."""
+    return (
+        isinstance(entry, dict)
+        and "value" in entry
+        and _number_or_none(entry["value"])
+        and _number_or_none(entry.get("weight"))
+        and isinstance(entry.get("details"), (dict, type(None)))
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -46,3 +47,24 @@ def test_sampling_without_a_checkpoint_uses_the_shipped_weights():
     out = ArlonPipeline(components)(["a red circle moves right"], seed=0, num_steps=2)
     assert out.frames.shape == (1, 16, 32, 32, 3) and out.frames.std() > 5  # not a blank video
     assert torch.isfinite(out.latents).all()
+
+
+def test_a_damaged_shipped_checkpoint_is_one_error_naming_the_file(tmp_path, monkeypatch):
+    """Not a cache entry to recompute: the training cache and build_components both refuse it, naming it."""
+    from arlon import weights
+    from arlon.errors import CorruptFileError
+
+    shipped = shutil.copytree(SHIPPED, tmp_path / "shipped")
+    monkeypatch.setitem(weights.BUNDLED_DIRS, "tiny", shipped)
+    manifest = shipped / "dit_vq.json"
+    manifest.write_text(manifest.read_text()[:-30])
+    with pytest.raises(CorruptFileError, match=rf"^{manifest}: not valid JSON .*reinstall arlon-bench"):
+        TrainingSession(tiny(), cache_dir=tmp_path / "cache", device="cpu").ensure("dit_vq")
+    with pytest.raises(CorruptFileError, match=rf"^{manifest}: not valid JSON .*reinstall arlon-bench"):
+        build_components(tiny())
+    assert manifest.is_file() and not (tmp_path / "cache").exists()  # the package's file is left where it is
+
+    shutil.copy(SHIPPED / "dit_vq.json", manifest)
+    (shipped / "vae.safetensors").write_bytes((SHIPPED / "vae.safetensors").read_bytes()[:4096])
+    with pytest.raises(CorruptFileError, match=rf"^{shipped / 'vae.safetensors'}: damaged or incomplete .*reinstall"):
+        TrainingSession(tiny(), cache_dir=tmp_path / "cache", device="cpu").ensure("dit_vq")

@@ -105,6 +105,23 @@ def test_unusable_input_exits_2_and_says_what_differs(scores, tmp_path, capsys, 
     assert code == 2 and "no run or results at" in err
 
 
+def test_a_hand_edited_scores_csv_is_one_line_naming_its_lines(scores, tmp_path, capsys, monkeypatch):
+    baseline = write(scores, tmp_path / "baseline.csv")
+    edited = scores.astype({"value": object, "sample": object})
+    edited.loc[3, "value"] = "0.5?"
+    edited.loc[7, "sample"] = "first"
+    for current, other in ((write(edited, tmp_path / "edited.csv"), baseline), (baseline, str(tmp_path / "edited.csv"))):
+        code, _, err = _main(capsys, monkeypatch, "compare", current, other)
+        assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+        assert err.startswith(f"error: {tmp_path / 'edited.csv'}: value is not a number on line(s) 5 (e.g. '0.5?'); ")
+        assert "sample is not a whole number >= 0 on line(s) 9 (e.g. 'first')" in err
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "scores.csv").write_bytes(b"\xff\xfe not text")
+    code, _, err = _main(capsys, monkeypatch, "compare", str(folder), baseline)
+    assert code == 2 and err.startswith(f"error: {folder / 'scores.csv'}: not a scores CSV"), err
+
+
 def test_parse_tolerance():
     assert parse_tolerance("toy_layout_iou=abs:0.01") == ("toy_layout_iou", Tolerance("abs", 0.01))
     assert parse_tolerance("rel:0.05") == (None, Tolerance("rel", 0.05))

@@ -22,7 +22,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from arlon.checkpoints.io import atomic_write_json
+from arlon.checkpoints.io import atomic_write_json, ensure_dir, read_json
+from arlon.errors import CorruptFileError
 from arlon.training.cache import link_or_copy
 from bench.errors import BenchError
 from bench.executors.work import ScoreUnit, score_key, score_record
@@ -99,11 +100,10 @@ def vbench_file_stem(prompt: BenchPrompt) -> str:
 
 def export_run(store: RunStore, grid: Grid, prompts: list[BenchPrompt], directory: str | os.PathLike) -> dict[str, int]:
     """Write `<directory>/<cell-id>/{prompt}-{i}.mp4` (hard links when possible); {cell id: videos}."""
-    root = Path(directory)
+    root = ensure_dir(directory)
     counts = {}
     for cell in grid.cells:
-        folder = root / cell.id
-        folder.mkdir(parents=True, exist_ok=True)
+        folder = ensure_dir(root / cell.id)
         entries, prompt_file = {}, {}
         for prompt, k, video, record in finished_videos(grid, store, cell, prompts):
             name = f"{vbench_file_stem(prompt)}-{k}.mp4"
@@ -134,12 +134,60 @@ class ImportSummary:
     skipped_dimensions: list[str] = field(default_factory=list)  # not a dimension this harness registers
 
 
-def _per_video_entries(value: list) -> list[dict]:
-    """The per-video list of a result entry: the last list of dicts (VBench-Long keeps per-clip first)."""
+RESULTS_SHAPE = "VBench's *_eval_results.json holds {dimension: [aggregate, [{video_path, video_results}, ...]]}"
+SHOWN_PROBLEMS = 3
+
+
+def _per_video_entries(value: list) -> list:
+    """The per-video list of a result entry: the last list (VBench-Long keeps per-clip first)."""
     lists = [part for part in value[1:] if isinstance(part, list)]
-    if not lists:
-        raise BenchError("a VBench result entry must be [aggregate, [per-video results...]]")
-    return [entry for entry in lists[-1] if isinstance(entry, dict) and "video_path" in entry]
+    return lists[-1] if lists else []
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _entry_problem(dimension: str, entry: object) -> str | None:
+    """What is wrong with one per-video result, or None: the fields `_result_value` reads must be there and numeric."""
+    if not isinstance(entry, dict):
+        return f"not an object but {type(entry).__name__}"
+    if not isinstance(entry.get("video_path"), str) or not entry["video_path"]:
+        return "no video_path"
+    raw = entry.get("video_results")
+    numeric = _is_number(raw) or (dimension == "dynamic_degree" and isinstance(raw, bool))
+    if not numeric:
+        return f"video_results {raw!r} is not a number ({entry['video_path']})"
+    for weight in ("cnt_per_video", "frame_count"):
+        if entry.get(weight) is not None and not _is_number(entry[weight]):
+            return f"{weight} {entry[weight]!r} is not a number ({entry['video_path']})"
+    return None
+
+
+def check_results(path: Path, results: object) -> None:
+    """BenchError naming the file and the first malformed entries, before anything is imported."""
+    if not isinstance(results, dict):
+        raise BenchError(f"{path}: not a VBench results file; {RESULTS_SHAPE}")
+    problems = []
+    for dimension, value in results.items():
+        if dimension not in DIMENSIONS:
+            continue  # reported as skipped, never read
+        if not isinstance(value, list) or not value:
+            problems.append(f"{dimension}: {type(value).__name__} instead of [aggregate, [...]]")
+            continue
+        if not any(isinstance(part, list) for part in value[1:]):
+            problems.append(f"{dimension}: no list of per-video results")
+            continue
+        for index, entry in enumerate(_per_video_entries(value)):
+            problem = _entry_problem(dimension, entry)
+            if problem is not None:
+                problems.append(f"{dimension} entry {index}: {problem}")
+    if problems:
+        more = f" (+{len(problems) - SHOWN_PROBLEMS} more)" if len(problems) > SHOWN_PROBLEMS else ""
+        raise BenchError(
+            f"{path}: {len(problems)} malformed result(s), nothing imported: "
+            + "; ".join(problems[:SHOWN_PROBLEMS]) + f"{more}; {RESULTS_SHAPE}"
+        )
 
 
 def _result_value(dimension: str, entry: dict, frames: int | None) -> MetricValue:
@@ -158,12 +206,27 @@ def _result_value(dimension: str, entry: dict, frames: int | None) -> MetricValu
     return MetricValue(float(raw), None if weight is None else float(weight), {"imported": True})
 
 
+EXPORT_HINT = "export the run again with `arlon-bench export-vbench`"
+
+
 def _manifest_for(video_path: Path, cache: dict[Path, dict | None]) -> dict | None:
     folder = video_path.parent
     if folder not in cache:
         manifest = folder / EXPORT_MANIFEST
-        cache[folder] = json.loads(manifest.read_text()) if manifest.is_file() else None
+        cache[folder] = _read_export_manifest(manifest) if manifest.is_file() else None
     return cache[folder]
+
+
+def _read_export_manifest(path: Path) -> dict:
+    """An export's `arlon_export.json`, checked for what the import reads; CorruptFileError naming it otherwise."""
+    manifest = read_json(path, EXPORT_HINT)
+    if not isinstance(manifest, dict) or not all(isinstance(manifest.get(key), str) for key in ("run", "cell_id")):
+        raise CorruptFileError(f"{path}: not an export manifest (expected run, cell_id and videos); {EXPORT_HINT}")
+    videos = manifest.get("videos")
+    fields = ("video", "prompt_id", "sample", "sha256")
+    if not isinstance(videos, dict) or not all(isinstance(v, dict) and all(f in v for f in fields) for v in videos.values()):
+        raise CorruptFileError(f"{path}: its videos lack {', '.join(fields)}; {EXPORT_HINT}")
+    return manifest
 
 
 def import_results(
@@ -181,8 +244,7 @@ def import_results(
         results = json.loads(Path(path).read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise BenchError(f"{path}: not JSON ({err}); give VBench's *_eval_results.json") from None
-    if not isinstance(results, dict):
-        raise BenchError(f"{path}: not a VBench results file (expected {{dimension: [aggregate, [...]]}})")
+    check_results(Path(path), results)
     summary = ImportSummary()
     manifests: dict[Path, dict | None] = {}
     records_by_cell: dict[tuple[str, str], list[dict]] = {}  # (run folder, cell id) -> records

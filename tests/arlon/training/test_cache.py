@@ -2,9 +2,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from arlon.errors import ConfigError
 from arlon.pipelines.components import build_components
@@ -152,3 +154,61 @@ def test_shipped_checkpoints_with_the_same_key_are_not_retrained(mini_cfg, mini_
     # Without a checkpoint directory, build_components loads the shipped ones.
     components = build_components(mini_cfg)
     assert state_dict_sha256(components.ar) == json.loads((shipped / "ar.json").read_text())["sha256"]
+
+
+def _warnings(caplog) -> list[str]:
+    return [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+
+
+def test_damaged_cache_entries_are_named_moved_aside_and_computed_again(mini_cfg, mini_data, mini_recipes, cache_dir, caplog):
+    recipes = mini_recipes(mini_cfg)
+    first = ensure_trained("dit_vq", mini_cfg, data=mini_data, train=recipes, device="cpu")
+    manifest, weights = first.directory / "dit_vq.json", first.directory / "dit_vq.safetensors"
+
+    def damage_manifest():
+        manifest.write_text(manifest.read_text()[:-30])
+
+    def damage_weights():  # a valid file with one weight changed: only the manifest's hash can tell
+        state = load_file(str(weights))
+        state[sorted(state)[0]] += 1
+        save_file(state, str(weights))
+
+    for damage, damaged in ((damage_manifest, manifest), (damage_weights, weights)):
+        damage()
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            again = ensure_trained("dit_vq", mini_cfg, data=mini_data, train=recipes, device="cpu")
+        assert not again.cached and again.steps_run == 2 and again.manifest["sha256"] == first.manifest["sha256"]
+        (warning,) = _warnings(caplog)
+        assert warning.startswith(f"warning: {damaged}: ") and warning.endswith("training dit_vq again")
+        assert list(first.directory.glob(f"{damaged.name}.corrupt-*"))
+
+    # The encoded latents are a cache too.
+    pool = next((cache_dir / "latents").glob("*/latents.safetensors"))
+    pool.write_bytes(b"")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        session = TrainingSession(mini_cfg, data=mini_data, train=recipes, device="cpu")
+        latents = {split: session.pool(split).x.shape for split in ("train", "heldout")}
+    assert latents["train"][0] == mini_data.num_train_clips and latents["heldout"][0] == mini_data.num_heldout_clips
+    (warning,) = _warnings(caplog)
+    assert warning.startswith(f"warning: {pool}: damaged or incomplete safetensors file") and "encoding the clips again" in warning
+
+
+def test_a_damaged_resume_state_is_moved_aside_and_the_stage_starts_over(mini_cfg, mini_data, mini_recipes, cache_dir, caplog):
+    recipes = mini_recipes(mini_cfg, steps=4)
+    recipes["ar_vq"] = dataclasses.replace(recipes["ar_vq"], checkpoint_every=2)
+
+    def interrupt(task, done, total, loss):
+        if task == "ar_vq" and done == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        TrainingSession(mini_cfg, data=mini_data, train=recipes, device="cpu", progress=interrupt).ensure("ar_vq")
+    (state,) = cache_dir.glob("stages/ar_vq/*/resume/state-*.json")
+    state.write_text("{")
+    with caplog.at_level(logging.WARNING):
+        resumed = TrainingSession(mini_cfg, data=mini_data, train=recipes, device="cpu").ensure("ar_vq")
+    assert resumed.steps_run == 4 and resumed.manifest["step"] == 4  # from the start, not from step 3
+    (warning,) = _warnings(caplog)
+    assert warning.startswith(f"warning: {state}: not valid JSON") and "resumes from an older state or the start" in warning

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
+import os
 
 import pytest
 
@@ -54,6 +57,41 @@ def test_entries_round_trip_and_leave_no_temporary_files(cache_dir):
     assert [p.name for p in cache.path(key).parent.iterdir()] == [f"{key}.json"]
     cache.path(key).write_text("{half")  # a damaged entry reads as absent and is rescored
     assert cache.get(key) is None
+
+
+def test_a_damaged_entry_is_moved_aside_with_a_warning_and_rescored(cache_dir, caplog):
+    cache = ScoreCache()
+    key = "ef" * 32
+    for damaged in ("{}", '{"value": "high"}', '{"value": 0.5, "weight": "x"}', "[1, 2]"):
+        cache.path(key).parent.mkdir(parents=True, exist_ok=True)
+        cache.path(key).write_text(damaged)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            assert cache.get(key) is None, damaged
+        (warning,) = [r.getMessage() for r in caplog.records]
+        assert warning.startswith(f"warning: {cache.path(key)}: not a score entry") and "scoring the video again" in warning
+        assert not cache.path(key).exists()
+    assert len(list(cache.path(key).parent.glob(f"{key}.json.corrupt-*"))) == 4
+    cache.put(key, MetricValue(0.5), "toy_layout_iou")
+    assert cache.get(key) == MetricValue(0.5)
+
+
+def test_a_cache_that_cannot_be_written_is_one_warning_and_scoring_goes_on(cache_dir, monkeypatch, caplog):
+    real_open = os.open
+
+    def full(path, flags, *args, **kwargs):  # the disk holding the cache is full
+        if flags & os.O_CREAT and str(path).startswith(str(cache_dir)):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", full)
+    cache = ScoreCache()
+    with caplog.at_level(logging.WARNING):
+        for key in ("aa" * 32, "bb" * 32):
+            cache.put(key, MetricValue(0.5), "toy_layout_iou")
+    (warning,) = [r.getMessage() for r in caplog.records]
+    assert warning.startswith(f"warning: cannot write {cache.path('aa' * 32)}: No space left on device")
+    assert cache.get("aa" * 32) is None
 
 
 def test_rescoring_any_run_with_the_same_videos_computes_nothing_new(tmp_path, cache_dir, monkeypatch):

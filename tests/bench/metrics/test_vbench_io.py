@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -13,6 +16,7 @@ from bench.metrics.vbench.results_io import LEADERBOARD, import_results, leaderb
 from bench.prompts import load_prompts
 from bench.runner import report_run
 from fake_run import make_fake_run
+from tests.bench.cli_runner import run_main
 
 
 @pytest.fixture(autouse=True)
@@ -103,3 +107,69 @@ def test_import_of_a_missing_or_broken_file_is_one_line(tmp_path):
     broken.write_text("{not json")
     with pytest.raises(BenchError, match="not JSON"):
         import_results(broken)
+
+
+def exported(tmp_path):
+    """A fake run exported for VBench: (store, its cell's export folder, the exported video paths)."""
+    store, grid = make_fake_run(tmp_path / "r", prompts=1, samples=1, single_cell=True)
+    out = tmp_path / "export"
+    assert CliRunner().invoke(app, ["export-vbench", str(store.root), str(out)]).exit_code == 0
+    folder = out / grid.cells[0].id
+    return store, folder, sorted(str(p) for p in folder.glob("*.mp4"))
+
+
+def test_malformed_results_are_one_line_and_nothing_is_imported(tmp_path, capsys, monkeypatch):
+    store, folder, videos = exported(tmp_path)
+    scores_before = sorted(p.read_bytes() for p in store.root.rglob("scores.jsonl"))
+    good = {"video_path": videos[0], "video_results": 0.9}
+    cases = {
+        "no video_results": ({"subject_consistency": [0.9, [{"video_path": videos[0]}]]},
+                             "subject_consistency entry 0: video_results None is not a number"),
+        "text": ({"imaging_quality": [0.9, [good, {"video_path": videos[0], "video_results": "high"}]]},
+                 "imaging_quality entry 1: video_results 'high' is not a number"),
+        "not an object": ({"aesthetic_quality": [0.9, [good, "a.mp4"]]}, "aesthetic_quality entry 1: not an object but str"),
+        "no video_path": ({"aesthetic_quality": [0.9, [{"video_results": 0.9}]]}, "aesthetic_quality entry 0: no video_path"),
+        "weight": ({"background_consistency": [0.9, [{**good, "cnt_per_video": "five"}]]}, "cnt_per_video 'five' is not a number"),
+        "no list": ({"dynamic_degree": 0.5}, "dynamic_degree: float instead of [aggregate, [...]]"),
+        "no per-video list": ({"dynamic_degree": [0.5]}, "dynamic_degree: no list of per-video results"),
+    }
+    for name, (results, message) in cases.items():
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({"subject_consistency": [0.9, [good]], **results}))
+        code, _, err = run_main(capsys, monkeypatch, "import-vbench", str(path))
+        assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, (name, err)
+        assert err.startswith(f"error: {path}: ") and "nothing imported" in err and message in err, (name, err)
+    assert sorted(p.read_bytes() for p in store.root.rglob("scores.jsonl")) == scores_before
+
+
+def test_a_damaged_export_manifest_is_one_line_naming_it(tmp_path, capsys, monkeypatch):
+    store, folder, videos = exported(tmp_path)
+    results = tmp_path / "r.json"
+    results.write_text(json.dumps({"subject_consistency": [0.9, [{"video_path": videos[0], "video_results": 0.9}]]}))
+    manifest = folder / "arlon_export.json"
+    for damaged, message in (('{"run": ', "not valid JSON"), ('{"run": "x", "cell_id": "y"}', "its videos lack")):
+        manifest.write_text(damaged)
+        code, _, err = run_main(capsys, monkeypatch, "import-vbench", str(results))
+        assert code == 2 and err.startswith(f"error: {manifest}: {message}") and "export-vbench" in err, err
+
+
+def test_importing_into_a_read_only_run_is_one_line_and_keeps_its_scores(tmp_path, capsys, monkeypatch):
+    store, folder, videos = exported(tmp_path)
+    results = tmp_path / "r.json"
+    results.write_text(json.dumps({"subject_consistency": [0.9, [{"video_path": v, "video_results": 0.9} for v in videos]]}))
+    cells = [p for p in (store.root / "cells").iterdir()]
+    before = {p: p.read_bytes() for p in store.root.rglob("*") if p.is_file()}
+    real_open = os.open
+
+    def read_only(path, flags, *args, **kwargs):  # the cells' folders refuse new files (root ignores chmod)
+        if flags & os.O_CREAT and any(Path(path).parent == cell for cell in cells):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", read_only)
+    code, _, err = run_main(capsys, monkeypatch, "import-vbench", str(results))
+    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert err.startswith(f"error: cannot write {cells[0] / 'scores.jsonl'}: Read-only file system"), err
+    assert {p: p.read_bytes() for p in store.root.rglob("*") if p.is_file() and p.name != ".lock"} == {
+        p: b for p, b in before.items() if p.name != ".lock"
+    }
