@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 
-from bench.grids import load_grid, shipped_grids
+from bench.grids import Grid, load_grid, shipped_grids
 
 EXAMPLES = """Examples:
 
@@ -30,3 +31,17 @@ def grids() -> None:
             soft_wrap=True,
         )
     console.print("run one with: arlon-bench ablate --grid NAME", highlight=False)
+
+
+def print_grid_warnings(console: Console, grid: Grid, limit: int | None = None) -> None:
+    """One yellow line per warning of the grid (`Grid.warnings`); past `limit`, one line saying how
+    many more there are and where to see them."""
+    shown = grid.warnings if limit is None else grid.warnings[:limit]
+    for warning in shown:
+        console.print(f"[yellow]warning:[/] {escape(str(warning))}", highlight=False, soft_wrap=True)
+    if len(grid.warnings) > len(shown):
+        more = len(grid.warnings) - len(shown)
+        console.print(
+            f"[yellow]warning:[/] {more} more; `arlon-bench validate {escape(grid.source)}` lists every one",
+            highlight=False, soft_wrap=True,
+        )

@@ -240,7 +240,7 @@ def test_validation_of_registry_keys_prompts_and_duplicates(tmp_path):
     ]
     path = write(tmp_path, """\
         preset: tiny
-        prompts: {kind: text, path: nowhere.txt}
+        prompts: {kind: csv, path: nowhere.csv}
         metrics: [toy_layout_iou]
         rows:
           - {name: a, injection.layers: first:8}
