@@ -660,7 +660,7 @@ def _check_toy_captions(
     prompts: list[BenchPrompt], cfg: PromptSetConfig, metrics: tuple[str, ...], reader: _Reader, skip: set[str]
 ) -> None:
     """One line for each prompt of a text file that the grid's toy judges cannot score (no scene)."""
-    judges = [name for name in metrics if "scene" in METRICS.get(name).inputs]
+    judges = [name for name in metrics if name in METRICS and "scene" in METRICS.get(name).inputs]
     if cfg.kind != "text" or not judges:
         return
     what = f"{judges[0]} judges" if len(judges) == 1 else f"the {len(judges)} toy_* metrics judge"
