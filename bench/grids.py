@@ -48,11 +48,11 @@ import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Collection, Iterator, Sequence
 
 import yaml
 
-from arlon.config import ArlonConfig, check_range, field_range, get_field, replace_field
+from arlon.config import NON_NEGATIVE, ArlonConfig, check_range, field_range, get_field, replace_field
 from arlon.errors import ConfigError
 from arlon.models.text_encoders import check_words, trained_vocabulary
 from arlon.presets import PRESETS, get_preset
@@ -63,7 +63,15 @@ from arlon.training.stages import STAGES, default_train_config, stages_for
 from bench.errors import BenchError
 from bench.metrics import METRICS
 from bench.overrides import coerce, parse_override
-from bench.prompts import PROMPT_SETS, BenchPrompt, PromptSetConfig, caption_problem, check_prompt_field, load_prompts
+from bench.prompts import (
+    PROMPT_RANGES,
+    PROMPT_SETS,
+    BenchPrompt,
+    PromptSetConfig,
+    caption_problem,
+    check_prompt_field,
+    load_prompts,
+)
 
 GRID_KEYS = (
     "name", "description", "version", "include", "preset", "base", "rows", "axes",
@@ -450,6 +458,10 @@ def _build(document: dict, reader: _Reader, base_dir: Path, overrides: tuple[str
     samples = _typed(document, "samples_per_prompt", int, 1, reader)
     if samples is not None and samples < 1:
         reader.add(("samples_per_prompt",), f"must be at least 1, got {samples}")
+    try:
+        check_range("seed", seed, NON_NEGATIVE)  # as every seed: numpy's generators refuse negative ones
+    except ConfigError as err:
+        reader.add(("seed",), str(err))
     preset = _typed(document, "preset", str, "tiny", reader)
     if preset not in PRESETS:
         reader.add(("preset",), PRESETS.unknown_key_message(preset))
@@ -491,7 +503,8 @@ def _build(document: dict, reader: _Reader, base_dir: Path, overrides: tuple[str
 
     if prompt_list:  # the toy judges' captions after the words: a prompt refused for its words is refused once
         refused = _check_prompt_words(prompt_list, prompts, cells, preset, reader)
-        _check_toy_captions(prompt_list, prompts, metrics, reader, skip=refused)
+        for issue in toy_judge_problems(prompts, prompt_list, metrics, skip=refused):
+            reader.add_in_file(issue.source, issue.line, issue.message)
     if reader.issues:
         return None
     resolved = copy.deepcopy(document)
@@ -580,8 +593,7 @@ def _prompt_config(
     if not isinstance(block, dict):
         reader.add(("prompts",), "expected a mapping like {kind: toyworld, split: heldout, n: 16}")
         return cfg, None
-    known = [f.name for f in dataclasses.fields(cfg)]
-    kind = block.get("kind", cfg.kind)
+    kind = str(block.get("kind", cfg.kind))
     problems = len(reader.issues)
     for key, value in block.items():
 
@@ -592,21 +604,23 @@ def _prompt_config(
             else:
                 reader.add(("prompts", key), message)
 
-        if key not in known or kind in PROMPT_SETS:  # a field of no kind, or one this kind does not read
-            try:
-                check_prompt_field(kind if kind in PROMPT_SETS else cfg.kind, str(key))
-            except BenchError as err:
-                problem(str(err))
-                continue
+        try:
+            check_prompt_field(kind, str(key))
+        except BenchError as err:
+            problem(str(err))
+            continue
         if key in ("path", "column") and not isinstance(value, str):
             problem(f"expected a string, got {value!r}")
             continue
         if key == "dimensions" and isinstance(value, str):
             value = [value]
         try:
-            cfg = dataclasses.replace(cfg, **{key: coerce(f"prompts.{key}", getattr(cfg, key), value)})
+            value = coerce(f"prompts.{key}", getattr(cfg, key), value)
+            if key in PROMPT_RANGES:
+                check_range(f"prompts.{key}", value, PROMPT_RANGES[key])
+            cfg = dataclasses.replace(cfg, **{key: value})
         except ConfigError as err:
-            problem(str(err))
+            problem(_plain(str(err)))
     if cfg.kind not in PROMPT_SETS:
         if "kind" in from_cli:
             reader.add_override(from_cli["kind"], PROMPT_SETS.unknown_key_message(cfg.kind))
@@ -628,11 +642,7 @@ def _prompt_config(
     try:
         return cfg, load_prompts(cfg)
     except BenchError as err:
-        field_name = next((k for k in ("n", "seed") if str(err).startswith(f"prompts.{k} ")), None)
-        if field_name is not None and field_name in block:
-            reader.add(("prompts", field_name), str(err))
-        else:
-            reader.add(("prompts",), str(err))
+        reader.add(("prompts",), str(err))
     return cfg, None
 
 
@@ -645,7 +655,7 @@ def _metrics(value: Any, prompts: PromptSetConfig, reader: _Reader) -> tuple[str
     for i, name in enumerate(value):
         if name not in METRICS:
             reader.add(("metrics", i), METRICS.unknown_key_message(name))
-        elif "scene" in METRICS.get(name).inputs and prompts.kind in ("vbench", "csv"):  # text: `_check_toy_captions`
+        elif "scene" in METRICS.get(name).inputs and prompts.kind in ("vbench", "csv"):  # text: `toy_judge_problems`
             reader.add(
                 ("metrics", i),
                 f"{name} judges toy-world scenes; it needs prompts.kind toyworld, or text with toy-world captions, "
@@ -656,21 +666,25 @@ def _metrics(value: Any, prompts: PromptSetConfig, reader: _Reader) -> tuple[str
     return tuple(dict.fromkeys(value))
 
 
-def _check_toy_captions(
-    prompts: list[BenchPrompt], cfg: PromptSetConfig, metrics: tuple[str, ...], reader: _Reader, skip: set[str]
-) -> None:
-    """One line for each prompt of a text file that the grid's toy judges cannot score (no scene)."""
+def toy_judge_problems(
+    cfg: PromptSetConfig, prompts: list[BenchPrompt], metrics: Sequence[str], skip: Collection[str] = ()
+) -> list[GridIssue]:
+    """One issue for each prompt of a text file that the toy judges among `metrics` cannot score
+    (it is no toy-world caption), at its line; call it before scoring a run with metrics its grid
+    did not list (prompts whose id is in `skip` are left out)."""
     judges = [name for name in metrics if name in METRICS and "scene" in METRICS.get(name).inputs]
     if cfg.kind != "text" or not judges:
-        return
+        return []
     what = f"{judges[0]} judges" if len(judges) == 1 else f"the {len(judges)} toy_* metrics judge"
-    for prompt in prompts:
-        if prompt.scene is None and prompt.id not in skip:
-            problem = caption_problem(prompt.text) or f"{prompt.text!r} is not a toy-world caption"
-            reader.add_in_file(
-                str(cfg.path), prompt.line,
-                f"{problem}; {what} toy-world captions only: rephrase the line or drop the toy metrics",
-            )
+    return [
+        GridIssue(
+            str(cfg.path), prompt.line, "",
+            f"{caption_problem(prompt.text) or repr(prompt.text) + ' is not a toy-world caption'}; {what} toy-world "
+            "captions only: rephrase the line or drop the toy metrics",
+        )
+        for prompt in prompts
+        if prompt.scene is None and prompt.id not in skip
+    ]
 
 
 def _warn_missing_parts(document: dict, prompts: PromptSetConfig, reader: _Reader) -> None:

@@ -63,11 +63,14 @@ class PromptSetConfig:
             if f.name != "kind" and getattr(self, f.name) != getattr(defaults, f.name):
                 check_prompt_field(self.kind, f.name)
         try:
-            check_range("prompts.n", self.n, AT_LEAST_ONE)
-            check_range("prompts.seed", self.seed, NON_NEGATIVE)
+            for name, allowed in PROMPT_RANGES.items():
+                check_range(f"prompts.{name}", getattr(self, name), allowed)
         except ConfigError as err:
             raise BenchError(str(err)) from None
         return self
+
+
+PROMPT_RANGES = {"n": AT_LEAST_ONE, "seed": NON_NEGATIVE}
 
 
 @dataclass(frozen=True)
@@ -100,15 +103,16 @@ def _prompt_set(kind: str, fields: tuple[str, ...]) -> Callable:
 
 def check_prompt_field(kind: str, name: str) -> None:
     """BenchError unless prompt-set `kind` reads the field `name`: says which kinds do, or the field
-    meant when there is no such field."""
+    meant when there is no such field (of an unknown kind, only the field's name is checked)."""
     known = [f.name for f in dataclasses.fields(PromptSetConfig)]
     reads = PROMPT_SET_FIELDS.get(kind, ())
-    if name in reads or name == "kind":
+    if name in reads or name == "kind" or (kind not in PROMPT_SET_FIELDS and name in known):
         return
     if name not in known:
         close = difflib.get_close_matches(name, [*reads, *known], n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise BenchError(f"prompts.{name}: unknown field{hint} (kind {kind!r} reads {_listed(reads)})")
+        reading = f" (kind {kind!r} reads {_listed(reads)})" if kind in PROMPT_SET_FIELDS else ""
+        raise BenchError(f"prompts.{name}: unknown field{hint}{reading}")
     others = [other for other, fields in PROMPT_SET_FIELDS.items() if name in fields]
     hint = f"; did you mean kind {_listed(others, 'or')}?" if others else ""
     raise BenchError(f"prompts.{name}: kind {kind!r} does not read it (it reads {_listed(reads)}){hint}")

@@ -295,7 +295,7 @@ def test_values_out_of_range_are_refused_at_the_line_that_sets_them(tmp_path):
         rows:
           - {name: r, video.fps: 0}
         prompts: {kind: toyworld, n: 2, seed: -1}
-        seed: 0
+        seed: -5
         metrics: [toy_colour_fidelity]
         """)
     issues = [str(i) for i in validate_grid(path, ["train.vae.lr=0"])]
@@ -311,6 +311,7 @@ def test_values_out_of_range_are_refused_at_the_line_that_sets_them(tmp_path):
         f"{f}:10: axes.flow.num_sampling_steps[0]: 0 is out of range: it must be at least 1",
         f"{f}:12: rows[0].video.fps: 0 is out of range: it must be at least 1",
         f"{f}:13: prompts.seed: -1 is out of range: it must be at least 0",
+        f"{f}:14: seed: -5 is out of range: it must be at least 0",
     ]
     assert issues == expected
 
