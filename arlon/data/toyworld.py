@@ -41,6 +41,12 @@ Captions name every object's colour, shape and motion, the background and the pa
 several templates and phrasings; a caption longer than MAX_CAPTION_WORDS (the tiny preset's text
 length) falls back to a compact form that always fits.
 
+Reading captions back. `parse_caption` inverts `caption` and `compact_caption` for every phrasing
+they produce (a backtracking parser over the same phrase tables), and `caption_scene` draws a scene
+for what a caption states, with the positions and speeds it leaves open drawn as `sample_scene`
+draws them: a user's prompt file of toy captions gets the toy judges. `CAPTION_WORDS` are the words
+captions can hold, the only words the tiny preset's models ever read in training.
+
 Progressive prompts (section 4.5). The second part of a `ProgressiveScene` continues the same
 objects from where the first part leaves them (same camera and texture), with a new motion for the
 primary object and, optionally, a new colour from the part's first frame. Each part has its own
@@ -801,7 +807,8 @@ def caption(scene: SceneSpec, rng: np.random.Generator, max_words: int | None = 
 # text (regex \w+): the words the tiny preset's models met in training.
 _CAPTION_TEMPLATES: tuple[str, ...] = (
     *(form for forms in MOTION_PHRASES.values() for pair in forms for form in pair),
-    *_SETTING_PHRASES, *_PAN_PHRASES, _BACKGROUND_FIRST, _COMPACT_SETTING, _COMPACT_PAN, "a small large and",
+    *_SETTING_PHRASES, *_PAN_PHRASES, _BACKGROUND_FIRST, _COMPACT_SETTING, _COMPACT_PAN,
+    "a small large and",  # what `_object_phrase` and `_join` add around the motion phrases
 )
 CAPTION_WORDS: frozenset[str] = frozenset(
     word
@@ -810,7 +817,9 @@ CAPTION_WORDS: frozenset[str] = frozenset(
 )
 # Words of the grammar that name nothing the world draws: a prompt made only of these (and words
 # outside the grammar) asks the tiny preset for nothing it can show.
-_FUNCTION_WORDS = frozenset({"a", "the", "to", "from", "in", "and", "on", "over", "against", "with", "while", "as", "background", "camera"})
+_FUNCTION_WORDS = frozenset(
+    {"a", "the", "to", "from", "in", "and", "on", "over", "against", "with", "while", "as", "background", "camera"}
+)
 CONTENT_WORDS: frozenset[str] = CAPTION_WORDS - _FUNCTION_WORDS
 
 

@@ -48,6 +48,9 @@ class DataConfig:
     num_train_clips: int = 2048  # size of the fixed training pool (a CSV uses at most this many rows)
     num_heldout_clips: int = 64  # held-out clips for the stage metrics (VAE PSNR, ...)
 
+    def __post_init__(self):
+        self.validate()  # at construction: --set data.<field> reaches the training CLI before any worker
+
     def validate(self) -> "DataConfig":
         for name, allowed in DATA_RANGES.items():
             check_range(f"data.{name}", getattr(self, name), allowed)
@@ -223,7 +226,6 @@ def build_clip_source(data: DataConfig, video: VideoConfig, split: str) -> ClipS
     """The training ("train") or held-out ("heldout") clips of `data` at the size of `video`."""
     if split not in ("train", "heldout"):
         raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
-    data.validate()
     if data.source == "toyworld":
         size = data.num_train_clips if split == "train" else data.num_heldout_clips
         return ToyWorldClips(video, data.seed, split, size)

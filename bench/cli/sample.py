@@ -54,11 +54,8 @@ def check_sampling_options(
 
 
 def check_prompt_words(console: Console, cfg: ArlonConfig, prompts: list[str], checkpoint: str | None) -> None:
-    """Refuse an empty prompt, or one the model cannot show (no word it learned to draw); warn in one
-    line about words it does not know (`arlon.models.text_encoders.check_words`)."""
-    for text in prompts:
-        if not text.strip():
-            raise BenchError("--prompt is empty: give the text of the video, e.g. --prompt \"a red circle moves right\"")
+    """Refuse a prompt the model cannot show (no word it learned to draw); warn in one line about
+    words it does not know (`arlon.models.text_encoders.check_words`)."""
     weights = checkpoint if checkpoint is not None else bundled_checkpoint_dir(cfg.name)
     vocabulary = trained_vocabulary(cfg.text, trained_caption_source(weights))
     if vocabulary is None:
@@ -101,6 +98,8 @@ def sample(
         raise BenchError("--baseline makes a single clip; drop --frames-per-prompt and extra --prompt options")
     cfg = apply_overrides(get_preset(preset), overrides or []).validate()
     check_sampling_options(seed=seed, steps=steps, cfg_scale=cfg_scale, frames_per_prompt=frames_per_prompt)
+    if not all(text.strip() for text in prompt):
+        raise BenchError("--prompt is empty: give the text of the video, e.g. --prompt \"a red circle moves right\"")
     torch_device = parse_device(device)
     console = Console()
     if random_init:

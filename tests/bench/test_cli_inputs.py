@@ -99,3 +99,20 @@ def test_sample_warns_about_the_words_the_tiny_preset_does_not_know(capsys, monk
     )
     assert code == 0 and out.is_file() and "wrote" in stdout
     assert "warning: prompt 'a red circle slowly moves right on a dark background': preset 'tiny' does not know 'slowly', so the video ignores them" in err
+
+
+def test_grid_warnings_print_one_line_each_and_say_where_the_rest_are(tmp_path):
+    from rich.console import Console
+
+    from bench.cli.grids import print_grid_warnings
+    from bench.grids import load_grid
+
+    path = tmp_path / "short.yaml"
+    path.write_text(GRID.replace("n: 1", "n: 7") + "base: {text.max_length: 6}\n")
+    grid = load_grid(path)
+    console = Console(record=True, width=300)
+    print_grid_warnings(console, grid, limit=5)
+    lines = console.export_text().splitlines()
+    assert len(grid.warnings) == 7 and len(lines) == 6
+    assert all(line.startswith("warning: ") and "drops" in line for line in lines[:5])
+    assert lines[5] == f"warning: 2 more; `arlon-bench validate {path}` lists every one"
