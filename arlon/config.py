@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 
 from arlon.errors import ConfigError
@@ -222,6 +223,7 @@ class ArlonConfig:
                 raise ConfigError(f"{path}: {registry.unknown_key_message(value)}")
         if self.injection.condition_vq not in ("dit", "ar"):
             raise ConfigError(f"injection.condition_vq: must be 'dit' or 'ar', got {self.injection.condition_vq!r}")
+        check_ranges(self)  # first: the rules below divide by some of these fields
         parse_layers(self.injection.layers, self.backbone.depth)  # raises ConfigError
 
         bb = self.backbone
@@ -251,10 +253,6 @@ class ArlonConfig:
             vq: LatentVQConfig = getattr(self, name)
             if vq.in_channels != self.vae.latent_channels:
                 raise ConfigError(f"{name}.in_channels ({vq.in_channels}) must equal vae.latent_channels")
-        if self.noise.probability < 0 or self.noise.probability > 1:
-            raise ConfigError(f"noise.probability must be in [0, 1], got {self.noise.probability}")
-        if self.flow.num_sampling_steps < 1:
-            raise ConfigError(f"flow.num_sampling_steps must be >= 1, got {self.flow.num_sampling_steps}")
         return self
 
     def to_dict(self) -> dict:
@@ -267,6 +265,100 @@ class ArlonConfig:
     def hash(self) -> str:
         """Stable short hash of the full configuration (cells and caches are keyed by it)."""
         return config_hash(self)
+
+
+# ----------------------------------------------------------------------------------------------
+# Numeric ranges
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric field accepts: low <= value <= high (strict where `*_open`), finite.
+    A tuple field applies it to each element; an optional field (None) is always accepted."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def contains(self, value: float) -> bool:
+        if not math.isfinite(value):
+            return False
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return self.high is None or (value < self.high if self.high_open else value <= self.high)
+
+    def __str__(self) -> str:
+        if self.high is None:
+            return f"{'greater than' if self.low_open else 'at least'} {self.low:g}"
+        return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+
+
+AT_LEAST_ONE = Range(1)
+NON_NEGATIVE = Range(0)
+POSITIVE = Range(0, low_open=True)
+PROBABILITY = Range(0, 1)
+DECAY = Range(0, 1, high_open=True)  # an average that must still move: 1 would freeze it
+
+
+def check_range(name: str, value: object, allowed: Range) -> None:
+    """ConfigError naming `name` unless `value` (a number, a tuple of numbers, or None) is in `allowed`."""
+    for item in value if isinstance(value, tuple) else (value,):
+        if item is None:
+            continue
+        if isinstance(item, bool) or not isinstance(item, (int, float)) or not allowed.contains(item):
+            raise ConfigError(f"{name} = {value!r} is out of range: it must be {allowed}")
+
+
+# The range of every numeric field of the model configs (tests/arlon/test_config.py checks that no
+# field is missing). `ArlonConfig.validate` checks them all; grid files check each value on its line.
+FIELD_RANGES: dict[type, dict[str, Range]] = {
+    VideoConfig: {"num_frames": AT_LEAST_ONE, "height": AT_LEAST_ONE, "width": AT_LEAST_ONE, "fps": AT_LEAST_ONE},
+    VAEConfig: {
+        "latent_channels": AT_LEAST_ONE, "spatial_channels": AT_LEAST_ONE, "spatial_norm_groups": AT_LEAST_ONE,
+        "spatial_layers_per_block": AT_LEAST_ONE, "temporal_filters": AT_LEAST_ONE, "temporal_norm_groups": AT_LEAST_ONE,
+        "micro_frame_size": AT_LEAST_ONE, "micro_batch_size": AT_LEAST_ONE, "tiny_channels": AT_LEAST_ONE,
+        "spatial_compression": AT_LEAST_ONE, "temporal_compression": AT_LEAST_ONE, "kl_weight": NON_NEGATIVE,
+    },
+    TextEncoderConfig: {"max_length": AT_LEAST_ONE, "dim": AT_LEAST_ONE},
+    LatentVQConfig: {
+        "compression": AT_LEAST_ONE, "codebook_size": AT_LEAST_ONE, "code_dim": AT_LEAST_ONE, "in_channels": AT_LEAST_ONE,
+        "hidden_channels": AT_LEAST_ONE, "num_res_blocks": NON_NEGATIVE, "num_heads": AT_LEAST_ONE,
+        "commitment_weight": NON_NEGATIVE, "ema_decay": DECAY, "dead_code_threshold": NON_NEGATIVE,
+    },
+    ARConfig: {
+        "n_layer": AT_LEAST_ONE, "n_head": AT_LEAST_ONE, "n_embd": AT_LEAST_ONE, "n_ffn": AT_LEAST_ONE,
+        "dropout": DECAY, "codebook_size": AT_LEAST_ONE, "text_dim": AT_LEAST_ONE, "max_text_tokens": AT_LEAST_ONE,
+        "max_video_tokens": AT_LEAST_ONE,
+    },
+    ARSamplingConfig: {"temperature": POSITIVE, "top_k": AT_LEAST_ONE, "top_p": Range(0, 1, low_open=True), "cfg_scale": NON_NEGATIVE},
+    BackboneConfig: {
+        "hidden_size": AT_LEAST_ONE, "depth": AT_LEAST_ONE, "num_heads": AT_LEAST_ONE, "patch_size": AT_LEAST_ONE,
+        "in_channels": AT_LEAST_ONE, "mlp_ratio": POSITIVE, "caption_channels": AT_LEAST_ONE,
+        "model_max_length": AT_LEAST_ONE, "class_dropout_prob": PROBABILITY, "input_sq_size": AT_LEAST_ONE,
+    },
+    InjectionConfig: {"adapter_mlp_ratio": POSITIVE},
+    NoiseConfig: {"probability": PROBABILITY, "gaussian_scale": NON_NEGATIVE, "uncertainty_scale": NON_NEGATIVE},
+    FlowConfig: {"num_timesteps": AT_LEAST_ONE, "transform_scale": POSITIVE, "num_sampling_steps": AT_LEAST_ONE, "cfg_scale": NON_NEGATIVE},
+}
+
+
+def field_range(config, path: str) -> Range | None:
+    """The range of the numeric field at the dotted `path` of `config` (None for other fields)."""
+    *groups, name = path.split(".")
+    owner = get_field(config, ".".join(groups)) if groups else config
+    return FIELD_RANGES.get(type(owner), {}).get(name)
+
+
+def check_ranges(config, prefix: str = "") -> None:
+    """Raise ConfigError for the first numeric field of `config` (and its sub-configs) out of range."""
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            check_ranges(value, f"{prefix}{f.name}.")
+        elif f.name in FIELD_RANGES.get(type(config), {}):
+            check_range(f"{prefix}{f.name}", value, FIELD_RANGES[type(config)][f.name])
 
 
 def config_hash(config) -> str:

@@ -27,7 +27,15 @@ Open-Sora-style generation without the AR model and injection). Nested mappings 
 
 A cell is identified by the hash of everything that determines its videos: the resolved config, the
 baseline flag, the training recipes of its stages and the data they train on; never by its position
-in the file or its label. `validate_grid` reports every problem with its file and line.
+in the file or its label. `validate_grid` reports every problem with its file and line: unknown keys,
+values of the wrong type or out of their field's range (`arlon.config.FIELD_RANGES`,
+`arlon.training.common.RECIPE_RANGES`), prompt fields the prompt kind does not read, prompts of a
+prompt file the toy judges cannot read or the model cannot show (at the file's line).
+
+Refused or warned. A file that defines nothing is refused. A grid without rows or axes (one cell),
+without metrics (nothing scored) or without a prompts block (the default prompts) loads with a
+warning (`Grid.warnings`), as does a prompt with words the model does not know; a prompt none of
+whose words name something the model learned to draw is refused (`arlon.models.text_encoders`).
 """
 
 from __future__ import annotations
@@ -40,26 +48,37 @@ import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Collection, Iterator, Sequence
 
 import yaml
 
-from arlon.config import ArlonConfig, get_field, replace_field
+from arlon.config import NON_NEGATIVE, ArlonConfig, check_range, field_range, get_field, replace_field
 from arlon.errors import ConfigError
+from arlon.models.text_encoders import check_words, trained_vocabulary
 from arlon.presets import PRESETS, get_preset
 from arlon.training.cache import hash_json, train_key_fields
-from arlon.training.common import TrainConfig
-from arlon.training.data import DataConfig
+from arlon.training.common import RECIPE_RANGES, TrainConfig
+from arlon.training.data import DATA_RANGES, DataConfig
 from arlon.training.stages import STAGES, default_train_config, stages_for
 from bench.errors import BenchError
 from bench.metrics import METRICS
 from bench.overrides import coerce, parse_override
-from bench.prompts import PROMPT_SETS, PromptSetConfig, load_prompts
+from bench.prompts import (
+    PROMPT_RANGES,
+    PROMPT_SETS,
+    BenchPrompt,
+    PromptSetConfig,
+    caption_problem,
+    check_prompt_field,
+    load_prompts,
+)
 
 GRID_KEYS = (
     "name", "description", "version", "include", "preset", "base", "rows", "axes",
     "prompts", "samples_per_prompt", "seed", "metrics", "train", "data",
 )
+# Keys that only describe a grid: a file with nothing else defines nothing to run.
+DESCRIPTIVE_KEYS = ("name", "description", "version")
 # Grid-level settings that `--set` reaches besides the config, recipes and data.
 SETTABLE_GRID_KEYS = ("preset", "seed", "samples_per_prompt", "metrics")
 ALL_STAGES = "all"  # `train.all.<field>` changes the recipe of every stage
@@ -132,6 +151,7 @@ class Grid:
     overrides: tuple[str, ...] = ()  # the --set options applied
     cell_overrides: tuple[str, ...] = ()  # those of them that act on the cells (the others are in `document`)
     document: dict = field(default_factory=dict, compare=False)  # the merged YAML (includes and grid-level --set resolved)
+    warnings: tuple["GridIssue", ...] = field(default=(), compare=False)  # what loads but may not be meant
 
     @property
     def varying_keys(self) -> tuple[str, ...]:
@@ -248,6 +268,7 @@ class _Reader:
         self.source = source
         self.lines: dict[KeyPath, tuple[str, int | None]] = {}
         self.issues: list[GridIssue] = []
+        self.warnings: list[GridIssue] = []
 
     def locate(self, path: KeyPath) -> tuple[str, int | None]:
         for end in range(len(path), -1, -1):
@@ -262,6 +283,18 @@ class _Reader:
     def add_override(self, text: str, message: str) -> None:
         self._keep(GridIssue("--set", None, text, _plain(message)))
 
+    def add_in_file(self, source: str, line: int | None, message: str) -> None:
+        """A problem of another file the grid names (a prompt file), at its own line."""
+        self._keep(GridIssue(source, line, "", message))
+
+    def warn(self, issue: GridIssue) -> None:
+        if issue not in self.warnings:
+            self.warnings.append(issue)
+
+    def warn_at(self, path: KeyPath, message: str) -> None:
+        source, line = self.locate(path)
+        self.warn(GridIssue(source, line, _key_text(path), message))
+
     def _keep(self, issue: GridIssue) -> None:
         if issue not in self.issues:  # a bad axis value fails every combination it is part of
             self.issues.append(issue)
@@ -275,8 +308,9 @@ def _key_text(path: KeyPath) -> str:
 
 
 def _plain(message: str) -> str:
-    """ConfigErrors from `bench.overrides` speak of "--set KEY"; the location already says where."""
-    return re.sub(r"^--set [^:]+: ", "", message)
+    """ConfigErrors from `bench.overrides` speak of "--set KEY", range errors of "KEY = VALUE"; the
+    location already names the key."""
+    return re.sub(r"^[\w.]+ = (?=.* is out of range)", "", re.sub(r"^--set [^:]+: ", "", message))
 
 
 def _read_yaml(path: Path, reader: _Reader) -> tuple[Any, dict[KeyPath, tuple[str, int]]] | None:
@@ -409,6 +443,11 @@ def _build(document: dict, reader: _Reader, base_dir: Path, overrides: tuple[str
     # 1. --set: grid-level settings change the document; the rest act like `base` entries.
     document, set_settings, prompt_overrides = _split_set_options(document, overrides, reader)
 
+    if not any(key not in DESCRIPTIVE_KEYS for key in document) and not reader.issues:  # (not after a failed include)
+        reader.add((), "the grid defines nothing to run: add metrics, prompts and rows or axes "
+                   "(the shipped grids in ablations/ are examples; `arlon-bench grids` lists them)")
+        return None
+
     # 2. Grid-level settings.
     name = _typed(document, "name", str, default_name, reader)
     if not NAME_PATTERN.match(name or ""):
@@ -419,12 +458,17 @@ def _build(document: dict, reader: _Reader, base_dir: Path, overrides: tuple[str
     samples = _typed(document, "samples_per_prompt", int, 1, reader)
     if samples is not None and samples < 1:
         reader.add(("samples_per_prompt",), f"must be at least 1, got {samples}")
+    try:
+        check_range("seed", seed, NON_NEGATIVE)  # as every seed: numpy's generators refuse negative ones
+    except ConfigError as err:
+        reader.add(("seed",), str(err))
     preset = _typed(document, "preset", str, "tiny", reader)
     if preset not in PRESETS:
         reader.add(("preset",), PRESETS.unknown_key_message(preset))
         return None
-    prompts = _prompt_config(document.get("prompts", {}), reader, base_dir, prompt_overrides)
+    prompts, prompt_list = _prompt_config(document.get("prompts", {}), reader, base_dir, prompt_overrides)
     metrics = _metrics(document.get("metrics", []), prompts, reader)
+    _warn_missing_parts(document, prompts, reader)
 
     # 3. The base: preset + base entries + --set; training recipes and data the same way.
     base_settings = _mapping_settings(document, "base", reader)
@@ -457,6 +501,10 @@ def _build(document: dict, reader: _Reader, base_dir: Path, overrides: tuple[str
         seen[cell.id] = label
         cells.append(cell)
 
+    if prompt_list:  # the toy judges' captions after the words: a prompt refused for its words is refused once
+        refused = _check_prompt_words(prompt_list, prompts, cells, preset, reader)
+        for issue in toy_judge_problems(prompts, prompt_list, metrics, skip=refused):
+            reader.add_in_file(issue.source, issue.line, issue.message)
     if reader.issues:
         return None
     resolved = copy.deepcopy(document)
@@ -466,7 +514,7 @@ def _build(document: dict, reader: _Reader, base_dir: Path, overrides: tuple[str
     return Grid(
         name=name, description=description, version=version, preset=preset, cells=tuple(cells), prompts=prompts,
         samples_per_prompt=samples, seed=seed, metrics=metrics, source=reader.source, overrides=overrides,
-        cell_overrides=tuple(s.where for s in set_settings), document=resolved,
+        cell_overrides=tuple(s.where for s in set_settings), document=resolved, warnings=tuple(reader.warnings),
     )
 
 
@@ -536,24 +584,30 @@ def _train_block(block: Any, reader: _Reader) -> list[_Setting]:
     return [_Setting(f"train.{d}", v, w) for d, v, w in _flatten(dict(ordered), ("train",))]
 
 
-def _prompt_config(block: Any, reader: _Reader, base_dir: Path, from_cli: dict[str, str]) -> PromptSetConfig:
-    """The `prompts:` block; a relative path is relative to the file that names it (the working
-    directory for --set prompts.path=...)."""
+def _prompt_config(
+    block: Any, reader: _Reader, base_dir: Path, from_cli: dict[str, str]
+) -> tuple[PromptSetConfig, list[BenchPrompt] | None]:
+    """The `prompts:` block and its prompts (None when the block has problems); a relative path is
+    relative to the file that names it (the working directory for --set prompts.path=...)."""
     cfg = PromptSetConfig()
     if not isinstance(block, dict):
         reader.add(("prompts",), "expected a mapping like {kind: toyworld, split: heldout, n: 16}")
-        return cfg
-    known = [f.name for f in dataclasses.fields(cfg)]
+        return cfg, None
+    kind = str(block.get("kind", cfg.kind))
+    problems = len(reader.issues)
     for key, value in block.items():
 
         def problem(message: str) -> None:
+            message = re.sub(rf"^prompts\.{re.escape(str(key))}: ", "", message)
             if key in from_cli:
                 reader.add_override(from_cli[key], message)
             else:
                 reader.add(("prompts", key), message)
 
-        if key not in known:
-            problem(_unknown_field(f"prompts.{key}", str(key), known) + f" (known: {', '.join(known)})")
+        try:
+            check_prompt_field(kind, str(key))
+        except BenchError as err:
+            problem(str(err))
             continue
         if key in ("path", "column") and not isinstance(value, str):
             problem(f"expected a string, got {value!r}")
@@ -561,12 +615,18 @@ def _prompt_config(block: Any, reader: _Reader, base_dir: Path, from_cli: dict[s
         if key == "dimensions" and isinstance(value, str):
             value = [value]
         try:
-            cfg = dataclasses.replace(cfg, **{key: coerce(f"prompts.{key}", getattr(cfg, key), value)})
+            value = coerce(f"prompts.{key}", getattr(cfg, key), value)
+            if key in PROMPT_RANGES:
+                check_range(f"prompts.{key}", value, PROMPT_RANGES[key])
+            cfg = dataclasses.replace(cfg, **{key: value})
         except ConfigError as err:
-            problem(str(err))
+            problem(_plain(str(err)))
     if cfg.kind not in PROMPT_SETS:
-        reader.add(("prompts", "kind"), PROMPT_SETS.unknown_key_message(cfg.kind))
-        return cfg
+        if "kind" in from_cli:
+            reader.add_override(from_cli["kind"], PROMPT_SETS.unknown_key_message(cfg.kind))
+        else:
+            reader.add(("prompts", "kind"), PROMPT_SETS.unknown_key_message(cfg.kind))
+        return cfg, None
     if cfg.path is not None:
         path = Path(cfg.path).expanduser()
         if not path.is_absolute():
@@ -577,11 +637,13 @@ def _prompt_config(block: Any, reader: _Reader, base_dir: Path, from_cli: dict[s
                 relative_to = source.parent if source.is_file() else base_dir
             path = (relative_to / path).resolve()
         cfg = dataclasses.replace(cfg, path=str(path))
+    if len(reader.issues) > problems:
+        return cfg, None
     try:
-        load_prompts(cfg)
+        return cfg, load_prompts(cfg)
     except BenchError as err:
         reader.add(("prompts",), str(err))
-    return cfg
+    return cfg, None
 
 
 def _metrics(value: Any, prompts: PromptSetConfig, reader: _Reader) -> tuple[str, ...]:
@@ -593,11 +655,73 @@ def _metrics(value: Any, prompts: PromptSetConfig, reader: _Reader) -> tuple[str
     for i, name in enumerate(value):
         if name not in METRICS:
             reader.add(("metrics", i), METRICS.unknown_key_message(name))
-        elif "scene" in METRICS.get(name).inputs and prompts.kind != "toyworld":
-            reader.add(("metrics", i), f"{name} judges toy-world scenes; it needs prompts.kind toyworld, not {prompts.kind!r}")
+        elif "scene" in METRICS.get(name).inputs and prompts.kind in ("vbench", "csv"):  # text: `toy_judge_problems`
+            reader.add(
+                ("metrics", i),
+                f"{name} judges toy-world scenes; it needs prompts.kind toyworld, or text with toy-world captions, "
+                f"not {prompts.kind!r}",
+            )
     if len(set(value)) != len(value):
         reader.add(("metrics",), "a metric is listed twice")
     return tuple(dict.fromkeys(value))
+
+
+def toy_judge_problems(
+    cfg: PromptSetConfig, prompts: list[BenchPrompt], metrics: Sequence[str], skip: Collection[str] = ()
+) -> list[GridIssue]:
+    """One issue for each prompt of a text file that the toy judges among `metrics` cannot score
+    (it is no toy-world caption), at its line; call it before scoring a run with metrics its grid
+    did not list (prompts whose id is in `skip` are left out)."""
+    judges = [name for name in metrics if name in METRICS and "scene" in METRICS.get(name).inputs]
+    if cfg.kind != "text" or not judges:
+        return []
+    what = f"{judges[0]} judges" if len(judges) == 1 else f"the {len(judges)} toy_* metrics judge"
+    return [
+        GridIssue(
+            str(cfg.path), prompt.line, "",
+            f"{caption_problem(prompt.text) or repr(prompt.text) + ' is not a toy-world caption'}; {what} toy-world "
+            "captions only: rephrase the line or drop the toy metrics",
+        )
+        for prompt in prompts
+        if prompt.scene is None and prompt.id not in skip
+    ]
+
+
+def _warn_missing_parts(document: dict, prompts: PromptSetConfig, reader: _Reader) -> None:
+    """One warning per part a grid leaves to its default: it runs, but perhaps not what was meant."""
+    if not document.get("rows") and not document.get("axes"):
+        reader.warn_at((), "no rows or axes: the grid has one cell, the preset with the base settings")
+    if not document.get("metrics"):
+        reader.warn_at((), "no metrics: videos are generated but nothing is scored (add metrics: [...]; "
+                       "`arlon-bench grids` shows those of the shipped grids)")
+    if "prompts" not in document:
+        reader.warn_at((), f"no prompts block: the default {prompts.n} held-out toy-world prompts (seed {prompts.seed})")
+
+
+def _check_prompt_words(
+    prompts: list[BenchPrompt], cfg: PromptSetConfig, cells: list[Cell], preset: str, reader: _Reader
+) -> set[str]:
+    """Prompts the cells' models read only in part (a warning each), or cannot show at all (refused;
+    their ids are returned): words outside the vocabulary of their training captions, words past the
+    text encoder's length."""
+    model = f"preset {preset!r}"
+    refused: set[str] = set()
+    seen: set[tuple] = set()
+    for cell in cells:
+        text = cell.config.text
+        vocabulary = trained_vocabulary(text, cell.data.source)
+        if vocabulary is None or (text, cell.data.source) in seen:
+            continue
+        seen.add((text, cell.data.source))
+        for prompt in prompts:
+            check = check_words(prompt.text, vocabulary, text.max_length)
+            source, line = (cfg.path, prompt.line) if cfg.path and prompt.line else reader.locate(("prompts",))
+            if check.refused:
+                reader.add_in_file(str(source), line, check.refusal(model, vocabulary))
+                refused.add(prompt.id)
+            elif (warning := check.warning(model)) is not None:
+                reader.warn(GridIssue(str(source), line, "", warning))
+    return refused
 
 
 def _row_specs(rows: Any, reader: _Reader) -> list[tuple[str, list[_Setting], KeyPath]]:
@@ -698,7 +822,10 @@ def _apply(target: _Resolved, setting: _Setting, reader: _Reader) -> bool:
             fields = [f.name for f in dataclasses.fields(DataConfig)]
             if name not in fields:
                 raise ConfigError(_unknown_field(key, name, fields))
-            target.data = dataclasses.replace(target.data, **{name: coerce(key, getattr(target.data, name), value)})
+            value = coerce(key, getattr(target.data, name), value)
+            if name in DATA_RANGES:
+                check_range(key, value, DATA_RANGES[name])
+            target.data = dataclasses.replace(target.data, **{name: value})
         else:
             target.config = _set_field(target.config, key, value)
     except ConfigError as err:
@@ -726,7 +853,10 @@ def _check_alone(setting: _Setting, shared: _Resolved, preset: ArlonConfig, read
 def _coerce_recipe_field(key: str, name: str, recipe: TrainConfig, value: Any) -> Any:
     if name == "steps" and not (isinstance(value, int) and not isinstance(value, bool)):
         raise ConfigError(f"expected an integer, got {value!r}")
-    return coerce(key, getattr(recipe, name), value)
+    value = coerce(key, getattr(recipe, name), value)
+    if name in RECIPE_RANGES:
+        check_range(key, value, RECIPE_RANGES[name])
+    return value
 
 
 def _set_field(config: ArlonConfig, key: str, value: Any) -> ArlonConfig:
@@ -734,7 +864,11 @@ def _set_field(config: ArlonConfig, key: str, value: Any) -> ArlonConfig:
         current = get_field(config, key)
     except ConfigError:
         raise ConfigError(_unknown_field(key, key, config_fields(config))) from None
-    return replace_field(config, key, coerce(key, current, value))
+    value = coerce(key, current, value)
+    allowed = field_range(config, key)
+    if allowed is not None:
+        check_range(key, value, allowed)
+    return replace_field(config, key, value)
 
 
 def _unknown_field(key: str, name: str, choices: list[str]) -> str:

@@ -10,11 +10,19 @@ beginning never collide. Repeated prompts in a file are kept once (the first occ
 Files (VBench JSON, CSV, text) are read from local paths only; VBench's prompt list is the
 `VBench_full_info.json` of the VBench repository (a list of {"prompt_en", "dimension": [...],
 "auxiliary_info": {...}}) or its `prompts_per_dimension/` folder of `<dimension>.txt` files.
+
+Each kind reads only some fields of `PromptSetConfig` (`PROMPT_SET_FIELDS`); setting another one
+(`{kind: toyworld, path: my_prompts.txt}`) is an error, not a silently ignored setting.
+
+A text file of toy-world captions gets the toy judges: each line that parses in the toy world's
+caption grammar (`arlon.data.toyworld.caption_scene`) carries a scene, as a toy-world prompt does.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
+import difflib
 import hashlib
 import json
 import re
@@ -22,7 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from arlon.data.toyworld import SceneSpec, prompt_set
+from arlon.config import AT_LEAST_ONE, NON_NEGATIVE, check_range
+from arlon.data.toyworld import CaptionError, SceneSpec, caption_scene, prompt_set
 from arlon.errors import ConfigError
 from arlon.registry import Registry
 from bench.errors import BenchError
@@ -45,19 +54,73 @@ class PromptSetConfig:
     column: str | None = None  # csv: the caption column (default: "text", else "caption")
     dimensions: tuple[str, ...] = ()  # vbench: keep the prompts of these dimensions (default: all)
 
+    def validate(self) -> "PromptSetConfig":
+        """The kind is known, every field it does not read keeps its default, n and seed are in range."""
+        if self.kind not in PROMPT_SETS:
+            raise BenchError(f"prompts.kind: {PROMPT_SETS.unknown_key_message(self.kind)}")
+        defaults = PromptSetConfig()
+        for f in dataclasses.fields(self):
+            if f.name != "kind" and getattr(self, f.name) != getattr(defaults, f.name):
+                check_prompt_field(self.kind, f.name)
+        try:
+            for name, allowed in PROMPT_RANGES.items():
+                check_range(f"prompts.{name}", getattr(self, name), allowed)
+        except ConfigError as err:
+            raise BenchError(str(err)) from None
+        return self
+
+
+PROMPT_RANGES = {"n": AT_LEAST_ONE, "seed": NON_NEGATIVE}
+
 
 @dataclass(frozen=True)
 class BenchPrompt:
-    """One prompt of a benchmark. `scene` is the toy world's ground truth (None for real prompts)."""
+    """One prompt of a benchmark. `scene` is the toy world's ground truth (None for real prompts);
+    `line` the line of its file where it comes from one (text and CSV files)."""
 
     id: str
     text: str
     scene: SceneSpec | None = None
     dimensions: tuple[str, ...] = ()  # VBench dimensions the prompt is listed under
     auxiliary: dict = field(default_factory=dict, compare=False)  # VBench's auxiliary_info
+    line: int | None = field(default=None, compare=False)
 
 
 PROMPT_SETS: Registry[Callable[[PromptSetConfig], list[BenchPrompt]]] = Registry("prompt set")
+# The PromptSetConfig fields each kind reads (besides `kind`), declared where the kind registers.
+PROMPT_SET_FIELDS: dict[str, tuple[str, ...]] = {}
+
+
+def _prompt_set(kind: str, fields: tuple[str, ...]) -> Callable:
+    """Register a prompt-set loader under `kind`, with the fields it reads."""
+
+    def decorator(loader: Callable[[PromptSetConfig], list[BenchPrompt]]) -> Callable[[PromptSetConfig], list[BenchPrompt]]:
+        PROMPT_SET_FIELDS[kind] = fields
+        return PROMPT_SETS.register(kind)(loader)
+
+    return decorator
+
+
+def check_prompt_field(kind: str, name: str) -> None:
+    """BenchError unless prompt-set `kind` reads the field `name`: says which kinds do, or the field
+    meant when there is no such field (of an unknown kind, only the field's name is checked)."""
+    known = [f.name for f in dataclasses.fields(PromptSetConfig)]
+    reads = PROMPT_SET_FIELDS.get(kind, ())
+    if name in reads or name == "kind" or (kind not in PROMPT_SET_FIELDS and name in known):
+        return
+    if name not in known:
+        close = difflib.get_close_matches(name, [*reads, *known], n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        reading = f" (kind {kind!r} reads {_listed(reads)})" if kind in PROMPT_SET_FIELDS else ""
+        raise BenchError(f"prompts.{name}: unknown field{hint}{reading}")
+    others = [other for other, fields in PROMPT_SET_FIELDS.items() if name in fields]
+    hint = f"; did you mean kind {_listed(others, 'or')}?" if others else ""
+    raise BenchError(f"prompts.{name}: kind {kind!r} does not read it (it reads {_listed(reads)}){hint}")
+
+
+def _listed(items, last: str = "and") -> str:
+    items = [repr(i) if last == "or" else str(i) for i in items]
+    return ", ".join(items[:-1]) + f" {last} " + items[-1] if len(items) > 1 else "".join(items) or "nothing"
 
 
 def text_prompt_id(text: str) -> str:
@@ -76,7 +139,7 @@ def _unique(prompts: list[BenchPrompt]) -> list[BenchPrompt]:
             kept[prompt.id] = prompt
         elif prompt.dimensions:
             merged = tuple(dict.fromkeys(first.dimensions + prompt.dimensions))
-            kept[prompt.id] = BenchPrompt(first.id, first.text, first.scene, merged, first.auxiliary)
+            kept[prompt.id] = dataclasses.replace(first, dimensions=merged)
     return list(kept.values())
 
 
@@ -89,11 +152,9 @@ def _require_path(cfg: PromptSetConfig) -> Path:
     return path
 
 
-@PROMPT_SETS.register("toyworld")
+@_prompt_set("toyworld", ("split", "n", "seed"))
 def toyworld_prompts(cfg: PromptSetConfig) -> list[BenchPrompt]:
     """`n` prompts of the toy world's `split`, each with its scene (what the toy_* metrics judge)."""
-    if cfg.n < 1:
-        raise BenchError(f"prompts.n must be at least 1, got {cfg.n}")
     try:
         toys = prompt_set(cfg.split, cfg.n, seed=cfg.seed)
     except ConfigError as err:
@@ -101,7 +162,7 @@ def toyworld_prompts(cfg: PromptSetConfig) -> list[BenchPrompt]:
     return [BenchPrompt(p.id, p.caption, p.scene) for p in toys]
 
 
-@PROMPT_SETS.register("vbench")
+@_prompt_set("vbench", ("path", "dimensions"))
 def vbench_prompts(cfg: PromptSetConfig) -> list[BenchPrompt]:
     """VBench's prompts: `VBench_full_info.json`, or a folder of `<dimension>.txt` files."""
     path = _require_path(cfg)
@@ -144,7 +205,7 @@ def _vbench_json(path: Path) -> list[BenchPrompt]:
     return prompts
 
 
-@PROMPT_SETS.register("csv")
+@_prompt_set("csv", ("path", "column"))
 def csv_prompts(cfg: PromptSetConfig) -> list[BenchPrompt]:
     """The caption column of an Open-Sora / OpenVid CSV (`text`, else `caption`, or prompts.column)."""
     path = _require_path(cfg)
@@ -155,33 +216,54 @@ def csv_prompts(cfg: PromptSetConfig) -> list[BenchPrompt]:
         if column is None or column not in columns:
             wanted = repr(cfg.column) if cfg.column else " or ".join(repr(c) for c in CSV_TEXT_COLUMNS)
             raise BenchError(f"{path}: no column {wanted} (columns: {', '.join(columns)}); set prompts.column")
-        texts = [(row.get(column) or "").strip() for row in reader]
-    return _unique([BenchPrompt(text_prompt_id(t), t) for t in texts if t])
+        texts = [(reader.line_num, (row.get(column) or "").strip()) for row in reader]
+    return _unique([BenchPrompt(text_prompt_id(t), t, line=number) for number, t in texts if t])
 
 
-@PROMPT_SETS.register("text")
+@_prompt_set("text", ("path",))
 def text_prompts(cfg: PromptSetConfig) -> list[BenchPrompt]:
-    """A plain text file, one prompt per line (blank lines skipped)."""
+    """A plain text file, one prompt per line (blank lines skipped); a line in the toy world's
+    caption grammar carries its scene (`toy_scene`)."""
     path = _require_path(cfg)
     if path.is_dir():
         raise BenchError(f"prompts.path {str(path)!r} is a folder; kind 'text' reads one file of prompts")
-    return _unique([BenchPrompt(text_prompt_id(line), line) for line in _text_lines(path)])
+    prompts = [BenchPrompt(text_prompt_id(text), text, line=number) for number, text in _numbered_lines(path)]
+    return [dataclasses.replace(p, scene=toy_scene(p.text)) for p in _unique(prompts)]
+
+
+def toy_scene(text: str) -> SceneSpec | None:
+    """The toy scene a prompt describes, or None when it is not a toy-world caption (`caption_problem` says why)."""
+    try:
+        return caption_scene(text)
+    except CaptionError:
+        return None
+
+
+def caption_problem(text: str) -> str | None:
+    """Why `text` is not a toy-world caption the toy judges can score (None when it is one)."""
+    try:
+        caption_scene(text)
+    except CaptionError as err:
+        return str(err)
+    return None
 
 
 def _text_lines(path: Path) -> list[str]:
+    return [text for _, text in _numbered_lines(path)]
+
+
+def _numbered_lines(path: Path) -> list[tuple[int, str]]:
+    """(line number, stripped text) of the non-blank lines."""
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError as err:
         raise BenchError(f"{path}: not a UTF-8 text file ({err})") from None
-    return [line.strip() for line in lines if line.strip()]
+    return [(number, line.strip()) for number, line in enumerate(lines, 1) if line.strip()]
 
 
 def load_prompts(cfg: PromptSetConfig, limit: int | None = None) -> list[BenchPrompt]:
     """The prompts of `cfg` in file order; `limit` keeps the first N (smoke runs)."""
-    try:
-        loader = PROMPT_SETS.get(cfg.kind)
-    except ConfigError as err:
-        raise BenchError(f"prompts.kind: {err}") from None
+    loader = PROMPT_SETS.get(cfg.validate().kind)
     if limit is not None and limit < 1:
         raise BenchError(f"--limit must be at least 1, got {limit}")
     prompts = loader(cfg)

@@ -41,6 +41,12 @@ Captions name every object's colour, shape and motion, the background and the pa
 several templates and phrasings; a caption longer than MAX_CAPTION_WORDS (the tiny preset's text
 length) falls back to a compact form that always fits.
 
+Reading captions back. `parse_caption` inverts `caption` and `compact_caption` for every phrasing
+they produce (a backtracking parser over the same phrase tables), and `caption_scene` draws a scene
+for what a caption states, with the positions and speeds it leaves open drawn as `sample_scene`
+draws them: a user's prompt file of toy captions gets the toy judges. `CAPTION_WORDS` are the words
+captions can hold, the only words the tiny preset's models ever read in training.
+
 Progressive prompts (section 4.5). The second part of a `ProgressiveScene` continues the same
 objects from where the first part leaves them (same camera and texture), with a new motion for the
 primary object and, optionally, a new colour from the part's first frame. Each part has its own
@@ -51,9 +57,10 @@ moves down" caption.
 from __future__ import annotations
 
 import difflib
+import hashlib
 import re
 from dataclasses import dataclass, replace
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -410,14 +417,20 @@ def _sample_object(
     content_velocity: float,
     plan_frames: int,
     placed: list[_Track],
+    size: float | None = None,
+    target: str | None = None,
 ) -> tuple[ObjectSpec, _Track] | None:
-    """An object of `triple` whose planned path keeps clear of the `placed` paths, or None."""
+    """An object of `triple` whose planned path keeps clear of the `placed` paths, or None. `size`
+    and a recolour `target` are drawn unless given (a caption read back may state them)."""
     colour, shape, motion = triple
-    size, speed = _object_motion_parameters(rng, motion)
-    target, recolour_start, heading = None, 0, 1
+    size, speed = _object_motion_parameters(rng, motion, size)
+    recolour_start, heading = 0, 1
     if motion == "recolour":
-        target = str(rng.choice(_free_colours(taken | {colour}, background)))
+        if target is None:
+            target = str(rng.choice(_free_colours(taken | {colour}, background)))
         recolour_start = _recolour_start(rng, plan_frames)
+    else:
+        target = None
     extent = _planned_extent(shape, motion, size, speed, plan_frames)
     if motion == "bounce":
         heading = int(rng.choice([-1, 1]))
@@ -723,6 +736,8 @@ MOTION_PHRASES: dict[str, tuple[tuple[str, str], ...]] = {
 }
 _SETTING_PHRASES = ("on a {} background", "over a {} background", "against a {} background")
 _PAN_PHRASES = (", while the camera pans {}", " as the camera pans {}", ", with the camera panning {}")
+_BACKGROUND_FIRST = "a {} background with"  # template 2: "a dark background with <objects>"
+_COMPACT_SETTING, _COMPACT_PAN = " on {} background", ", panning {}"
 _SIZE_ADJECTIVE_PROBABILITY = 0.3
 _SMALL_BELOW, _LARGE_ABOVE = 0.115, 0.155
 
@@ -757,8 +772,8 @@ def compact_caption(scene: SceneSpec) -> str:
     objects = " and ".join(
         f"{o.colour} {o.shape} " + MOTION_PHRASES[o.motion][0][0].format(target=o.target_colour) for o in scene.objects
     )
-    pan = "" if scene.camera_pan == "none" else f", panning {scene.camera_pan}"
-    return f"{objects} on {scene.background} background{pan}"
+    pan = "" if scene.camera_pan == "none" else _COMPACT_PAN.format(scene.camera_pan)
+    return objects + _COMPACT_SETTING.format(scene.background) + pan
 
 
 def caption(scene: SceneSpec, rng: np.random.Generator, max_words: int | None = MAX_CAPTION_WORDS) -> str:
@@ -776,12 +791,283 @@ def caption(scene: SceneSpec, rng: np.random.Generator, max_words: int | None = 
     elif template == 1:
         text = f"{setting}, {objects}{pan}"
     elif template == 2:
-        text = f"a {scene.background} background with {objects}{pan}"
+        text = f"{_BACKGROUND_FIRST.format(scene.background)} {objects}{pan}"
     else:
         text = f"{objects} {setting}{pan}"
     if max_words is not None and count_words(text) > max_words:
         return compact_caption(scene)
     return text
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading captions back: the inverse of `caption` and `compact_caption`
+# ---------------------------------------------------------------------------------------------
+
+# Every word a caption of the grammar above can hold, split as the hashed-words text encoder splits
+# text (regex \w+): the words the tiny preset's models met in training.
+_CAPTION_TEMPLATES: tuple[str, ...] = (
+    *(form for forms in MOTION_PHRASES.values() for pair in forms for form in pair),
+    *_SETTING_PHRASES, *_PAN_PHRASES, _BACKGROUND_FIRST, _COMPACT_SETTING, _COMPACT_PAN,
+    "a small large and",  # what `_object_phrase` and `_join` add around the motion phrases
+)
+CAPTION_WORDS: frozenset[str] = frozenset(
+    word
+    for text in (*_CAPTION_TEMPLATES, *COLOURS, *SHAPES, *BACKGROUNDS, *CAMERA_PANS[1:])
+    for word in re.findall(r"\w+", re.sub(r"\{\w*\}", " ", text))
+)
+# Words of the grammar that name nothing the world draws: a prompt made only of these (and words
+# outside the grammar) asks the tiny preset for nothing it can show.
+_FUNCTION_WORDS = frozenset(
+    {"a", "the", "to", "from", "in", "and", "on", "over", "against", "with", "while", "as", "background", "camera"}
+)
+CONTENT_WORDS: frozenset[str] = CAPTION_WORDS - _FUNCTION_WORDS
+
+
+class CaptionError(ConfigError):
+    """A text is not a caption of the toy world's grammar, or describes a scene the world cannot show."""
+
+
+@dataclass(frozen=True)
+class CaptionObject:
+    """What a caption says about one object; `size` is "small" or "large" where the caption says so."""
+
+    colour: str
+    shape: str
+    motion: str
+    target_colour: str | None = None  # recolour only
+    size: str | None = None
+
+
+@dataclass(frozen=True)
+class CaptionDescription:
+    """Everything a caption states about its scene (it never states positions, speeds or timings)."""
+
+    objects: tuple[CaptionObject, ...]
+    background: str
+    camera_pan: str = "none"
+
+
+def describe(scene: SceneSpec) -> CaptionDescription:
+    """What every caption of `scene` states (size words aside, which a caption gives only sometimes)."""
+    objects = tuple(CaptionObject(o.colour, o.shape, o.motion, o.target_colour) for o in scene.objects)
+    return CaptionDescription(objects, scene.background, scene.camera_pan)
+
+
+# Slots of the phrase patterns and the words that fill them.
+_SLOTS: dict[str, tuple[str, ...]] = {
+    "<colour>": tuple(COLOURS),
+    "<shape>": SHAPES,
+    "<background>": tuple(BACKGROUNDS),
+    "<pan>": CAMERA_PANS[1:],
+    "<size>": ("small", "large"),
+}
+_SLOT_NAMES = {
+    slot: f"{name} ({', '.join(_SLOTS[slot])})"
+    for slot, name in (("<colour>", "a colour"), ("<shape>", "a shape"), ("<background>", "a background"), ("<pan>", "a pan direction"), ("<size>", "a size"))
+}
+
+
+def _caption_tokens(text: str) -> list[str]:
+    """Lower-cased words and commas; a hyphen splits words ("up-right" reads as "up right", as the
+    hashed-words encoder reads it) and one closing full stop is allowed."""
+    normal = text.strip().lower().removesuffix(".").replace("-", " ")
+    stray = re.search(r"[^a-z, ]", normal)
+    if stray:
+        raise CaptionError(f"{text!r} is not a toy-world caption: unexpected {stray.group()!r}")
+    return re.findall(r"[a-z]+|,", normal)
+
+
+def _pattern(phrase: str) -> tuple[str, ...]:
+    return tuple(phrase.replace("-", " ").replace(",", " , ").split())
+
+
+_MOTION_PATTERNS: tuple[tuple[str, tuple[str, ...]], ...] = tuple(
+    (motion, _pattern(form.format(target="<colour>")))
+    for motion, forms in MOTION_PHRASES.items()
+    for pair in forms
+    for form in pair
+)
+_SETTING_PATTERNS = tuple(_pattern(p.format("<background>")) for p in (*_SETTING_PHRASES, _COMPACT_SETTING))
+_PAN_PATTERNS = tuple(
+    dict.fromkeys(
+        variant
+        for phrase in (*_PAN_PHRASES, _COMPACT_PAN)
+        for pattern in [_pattern(phrase.format("<pan>"))]
+        for variant in (pattern, pattern[1:] if pattern[0] == "," else (",", *pattern))  # the comma is optional
+    )
+)
+_BACKGROUND_FIRST_PATTERN = _pattern(_BACKGROUND_FIRST.format("<background>"))
+_ARTICLES = (("a",), ("an",), ())  # "a orange" (as generated) and "an orange"; none in compact captions
+_OBJECT_SEPARATORS = ((",",), ("and",), (",", "and"))
+
+
+class _CaptionParser:
+    """Backtracking recursive descent over the caption grammar; every complete reading is kept, so
+    a phrase such as "bounces back and forth and ..." is read however its "and"s fall."""
+
+    def __init__(self, tokens: list[str]):
+        self.tokens = tokens
+        self.farthest = 0
+        self.expected: list[str] = []
+
+    def match(self, position: int, pattern: tuple[str, ...]) -> tuple[int, dict[str, str]] | None:
+        captured: dict[str, str] = {}
+        for item in pattern:
+            token = self.tokens[position] if position < len(self.tokens) else None
+            fits = token in _SLOTS[item] if item in _SLOTS else token == item
+            if not fits:
+                self._missed(position, _SLOT_NAMES.get(item, repr(item)))
+                return None
+            if item in _SLOTS:
+                captured[item] = token
+            position += 1
+        return position, captured
+
+    def _missed(self, position: int, expected: str) -> None:
+        if position > self.farthest:
+            self.farthest, self.expected = position, []
+        if position == self.farthest and expected not in self.expected:
+            self.expected.append(expected)
+
+    def captions(self) -> Iterator[tuple[CaptionDescription, int]]:
+        for objects, after in self.objects(0):  # <objects> <setting> [<pan>]
+            for setting in _SETTING_PATTERNS:
+                if (found := self.match(after, setting)) is not None:
+                    yield from self.with_pan(objects, found[1]["<background>"], found[0])
+        for setting in _SETTING_PATTERNS:  # <setting>[,] <objects> [<pan>]
+            if (found := self.match(0, setting)) is not None:
+                for comma in ((",",), ()):
+                    if (after := self.match(found[0], comma)) is not None:
+                        for objects, end in self.objects(after[0]):
+                            yield from self.with_pan(objects, found[1]["<background>"], end)
+        for article in _ARTICLES:  # a <background> background with <objects> [<pan>]
+            if (found := self.match(0, article + _BACKGROUND_FIRST_PATTERN[1:])) is not None:
+                for objects, end in self.objects(found[0]):
+                    yield from self.with_pan(objects, found[1]["<background>"], end)
+
+    def with_pan(self, objects: list[CaptionObject], background: str, position: int) -> Iterator[tuple[CaptionDescription, int]]:
+        yield CaptionDescription(tuple(objects), background), position
+        for pan in _PAN_PATTERNS:
+            if (found := self.match(position, pan)) is not None:
+                yield CaptionDescription(tuple(objects), background, found[1]["<pan>"]), found[0]
+
+    def objects(self, position: int) -> Iterator[tuple[list[CaptionObject], int]]:
+        for first, after in self.object(position):
+            yield [first], after
+            for separator in _OBJECT_SEPARATORS:
+                if (found := self.match(after, separator)) is not None:
+                    for rest, end in self.objects(found[0]):
+                        yield [first, *rest], end
+
+    def object(self, position: int) -> Iterator[tuple[CaptionObject, int]]:
+        for article in _ARTICLES:
+            for size in (("<size>",), ()):
+                found = self.match(position, article + size + ("<colour>", "<shape>"))
+                if found is None:
+                    continue
+                after, named = found
+                for motion, pattern in _MOTION_PATTERNS:
+                    if (phrase := self.match(after, pattern)) is not None:
+                        target = phrase[1].get("<colour>")
+                        yield CaptionObject(named["<colour>"], named["<shape>"], motion, target, named.get("<size>")), phrase[0]
+
+
+def parse_caption(text: str) -> CaptionDescription:
+    """Read a caption of the toy world's grammar (any phrasing `caption` or `compact_caption`
+    produces, in any letter case, "an" as well as "a" before a vowel, an optional closing full stop)
+    back into what it states. Raises CaptionError saying where the text leaves the grammar, or why
+    the scene it describes cannot be shown (the constraints `sample_scene` keeps)."""
+    tokens = _caption_tokens(text)
+    parser = _CaptionParser(tokens)
+    readings = list(dict.fromkeys(d for d, end in parser.captions() if end == len(tokens)))
+    if not readings:
+        raise CaptionError(f"{text!r} is not a toy-world caption: {_stop_reason(tokens, parser)}")
+    if len(readings) > 1:  # the grammar is unambiguous for what it generates; a hand-made text may not be
+        raise CaptionError(f"{text!r} reads as {len(readings)} different toy scenes; rephrase it")
+    description = readings[0]
+    _check_describable(description, text)
+    return description
+
+
+def _stop_reason(tokens: list[str], parser: _CaptionParser) -> str:
+    if "then" in tokens:
+        return "a two-part caption (', then ...') describes two scenes; a toy prompt describes one"
+    if not tokens:
+        return "it is empty"
+    shown = parser.expected
+    if len(shown) > 4:
+        expected = ", ".join(shown[:4]) + ", ..."
+    else:
+        expected = ", ".join(shown[:-1]) + " or " + shown[-1] if len(shown) > 1 else shown[0]
+    read = " ".join(tokens[: parser.farthest]).replace(" ,", ",")
+    if parser.farthest >= len(tokens):
+        return f"it ends after {read!r}, where {expected} should follow"
+    after = f"after {read!r} " if read else ""
+    return f"{after}expected {expected}, not {tokens[parser.farthest]!r}"
+
+
+def _check_describable(description: CaptionDescription, text: str) -> None:
+    """The scene constraints of `sample_scene`, which the toy judges rely on to find objects by colour."""
+    limit = len(OBJECT_COUNT_PROBABILITIES)
+    if len(description.objects) > limit:
+        raise CaptionError(f"{text!r} names {len(description.objects)} objects; a toy scene holds at most {limit}")
+    colours = [c for o in description.objects for c in (o.colour, o.target_colour) if c is not None]
+    for obj in description.objects:
+        if obj.target_colour == obj.colour:
+            raise CaptionError(f"{text!r}: the {obj.colour} {obj.shape} turns {obj.colour}, its own colour")
+    repeated = sorted({c for c in colours if colours.count(c) > 1})
+    if repeated:
+        raise CaptionError(
+            f"{text!r} uses {repeated[0]} for two objects (or a recolour target); the toy world gives every "
+            "object its own colour, which is how its judges tell them apart"
+        )
+    if description.background == "light" and "white" in colours:
+        raise CaptionError(f"{text!r} puts a white object on the light background, where it cannot be seen")
+
+
+_CAPTION_STREAM = 3  # random stream of the scenes drawn for captions (0-2: clips and prompt sets)
+_CAPTION_PLACEMENT_TRIES = 100
+
+
+def caption_scene(text: str, plan_frames: int = PLAN_FRAMES) -> SceneSpec:
+    """A scene that the caption `text` describes: what it states (`parse_caption`), with the
+    positions, speeds, sizes and timings it leaves open drawn as `sample_scene` draws them (objects
+    in view for `plan_frames` frames, paths apart). The draw is seeded by what the caption states,
+    so two phrasings of the same scene give the same scene, on every machine. A held-out prompt's
+    own scene is such a draw too: its caption never told the generator where the objects start."""
+    description = parse_caption(text)
+    key = hashlib.sha256(repr(description).encode()).digest()
+    rng = np.random.default_rng([int.from_bytes(key[:8], "little"), _CAPTION_STREAM])
+    pan_speed = _uniform(rng, PAN_SPEED) if description.camera_pan != "none" else 0.0
+    velocity = _content_velocity(description.camera_pan, pan_speed)
+    # `sample_scene` swaps a secondary object that finds no room for another; a caption fixes its
+    # objects, so after half the tries they take the smallest sizes their words allow.
+    for attempt in range(_CAPTION_PLACEMENT_TRIES):
+        smallest = attempt >= _CAPTION_PLACEMENT_TRIES // 2
+        objects: list[ObjectSpec] = []
+        tracks: list[_Track] = []
+        for item in description.objects:
+            triple, size = (item.colour, item.shape, item.motion), _caption_size(rng, item, smallest)
+            placed = _sample_object(rng, triple, set(), description.background, velocity, plan_frames, tracks, size, item.target_colour)
+            if placed is None:
+                break
+            objects.append(placed[0])
+            tracks.append(placed[1])
+        else:
+            return SceneSpec(description.background, tuple(objects), description.camera_pan, pan_speed, int(rng.integers(2**31)))
+    raise CaptionError(f"{text!r}: its {len(description.objects)} objects find no room to move apart in one frame")
+
+
+def _caption_size(rng: np.random.Generator, item: CaptionObject, smallest: bool) -> float:
+    """A size `caption` would describe with the object's words ("small", "large" or none; growing
+    and shrinking objects start in their own ranges, which captions never qualify)."""
+    if item.motion in ("grow", "shrink"):
+        bounds = GROW_START if item.motion == "grow" else SHRINK_START
+    elif item.size is not None:
+        bounds = (SIZE_LIMITS[0], _SMALL_BELOW) if item.size == "small" else (_LARGE_ABOVE, SIZE_RANGE[1])
+    else:
+        bounds = SIZE_RANGE
+    return bounds[0] if smallest else _uniform(rng, bounds)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -8,15 +8,28 @@ DiT cross-attention (Open-Sora v1.2 `opensora/models/text_encoder/t5.py`).
 - "hashed_words": a weight-free, deterministic encoder for the tiny preset and tests. It is not T5.
 
 Every encoder returns L = max_length positions; mask is True on real tokens.
+
+Unknown words. The hashed-words encoder gives every word a fixed random vector, so a model trained on
+it has learned exactly the words of its training captions and nothing of any other word: "a bear
+walks through a snowy forest" reaches the tiny preset as noise. `check_words` says which words of a
+prompt a model does not know (`trained_vocabulary`: the toy world's caption words for models trained
+on the toy world) and which fall past `max_length`. The CLI warns in one line when some words are
+unknown, and refuses a prompt that names nothing the model learned to draw (no colour, shape, motion,
+background or pan of the toy world), whose video could not show any of it. T5 reads any text, so no
+word list applies to it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 import re
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -143,7 +156,7 @@ class HashedWordsEncoder(TextEncoder):
         emb = torch.zeros(len(prompts), self.max_length, self.dim)
         mask = torch.zeros(len(prompts), self.max_length, dtype=torch.bool)
         for b, prompt in enumerate(prompts):
-            words = re.findall(r"\w+", prompt.lower())[: self.max_length]
+            words = split_words(prompt)[: self.max_length]
             for position, word in enumerate(words):
                 emb[b, position] = self.word_vector(word)
             mask[b, : len(words)] = True
@@ -162,3 +175,108 @@ def sinusoidal_positions(length: int, dim: int) -> Tensor:
 
 def build_text_encoder(cfg: TextEncoderConfig) -> TextEncoder:
     return TEXT_ENCODERS.get(cfg.kind)(cfg)
+
+
+# ----------------------------------------------------------------------------------------------
+# Which words a model knows
+# ----------------------------------------------------------------------------------------------
+
+
+def split_words(text: str) -> list[str]:
+    """The words of `text` as the hashed-words encoder reads them: lower-cased runs of \\w."""
+    return re.findall(r"\w+", text.lower())
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """The words a model met in its training captions; `content`: those that name something it draws."""
+
+    source: str  # what the words come from, for messages
+    words: frozenset[str]
+    content: frozenset[str]
+    example: str  # a prompt made of these words
+
+
+@cache
+def toy_world_vocabulary() -> Vocabulary:
+    """The words of the toy world's caption grammar (`arlon.data.toyworld.CAPTION_WORDS`)."""
+    from arlon.data.toyworld import CAPTION_WORDS, COLOURS, CONTENT_WORDS, SHAPES
+
+    source = f"toy-world captions: colours ({', '.join(COLOURS)}), shapes ({', '.join(SHAPES)}), motions, backgrounds"
+    return Vocabulary(source, CAPTION_WORDS, CONTENT_WORDS, "a red circle moves from left to right on a dark background")
+
+
+def trained_vocabulary(text: TextEncoderConfig, caption_source: str | None) -> Vocabulary | None:
+    """The words a model that reads `text` knows after training on `caption_source` ("toyworld",
+    a CSV path, None when unknown): the toy world's caption words for the hashed-words encoder on the
+    toy world; None where no word list applies (T5 reads any text; a CSV's words are not listed)."""
+    if text.kind == "hashed_words" and caption_source == "toyworld":
+        return toy_world_vocabulary()
+    return None
+
+
+# Manifests of the components that read the prompt, in the order they are asked.
+_TEXT_READERS = ("ar", "backbone", "injector")
+
+
+def trained_caption_source(checkpoint_dir: str | os.PathLike | None) -> str | None:
+    """The caption source ("toyworld" or a CSV path) that the prompt-reading checkpoints in
+    `checkpoint_dir` were trained on, from their manifests (`arlon-bench train` writes them); None
+    when no manifest says."""
+    if checkpoint_dir is None:
+        return None
+    for name in _TEXT_READERS:
+        try:
+            manifest = json.loads((Path(checkpoint_dir) / f"{name}.json").read_text())
+            source = manifest["data"]["clips"]["source"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if isinstance(source, str):
+            return source
+    return None
+
+
+@dataclass(frozen=True)
+class WordCheck:
+    """What a model makes of a prompt's words: those outside its vocabulary, those past the encoder's
+    max_length (dropped), and whether any word it reads names something it learned to draw."""
+
+    prompt: str
+    unknown: tuple[str, ...]  # distinct, in order of appearance
+    dropped: tuple[str, ...]
+    names_something: bool
+
+    @property
+    def refused(self) -> bool:
+        """Nothing the model reads names what it can draw: its video cannot show the prompt."""
+        return not self.names_something
+
+    def warning(self, model: str) -> str | None:
+        """One line for a prompt the model reads only in part (None when it reads all of it)."""
+        parts = []
+        if self.unknown:
+            parts.append(f"{model} does not know {_quoted(self.unknown)}, so the video ignores them")
+        if self.dropped:
+            parts.append(f"its text encoder reads the first words only and drops {_quoted(self.dropped)}")
+        return f"prompt {self.prompt!r}: " + "; ".join(parts) if parts else None
+
+    def refusal(self, model: str, vocabulary: Vocabulary) -> str:
+        """One line for a prompt the model cannot show at all."""
+        unknown = f" ({_quoted(self.unknown)} are unknown to it)" if self.unknown else ""
+        return (
+            f"prompt {self.prompt!r}: {model} knows no word of it that names something to draw{unknown}; "
+            f"it learned only {vocabulary.source}; write e.g. {vocabulary.example!r}"
+        )
+
+
+def _quoted(words: tuple[str, ...], limit: int = 8) -> str:
+    shown = ", ".join(repr(w) for w in words[:limit])
+    return shown + (f" and {len(words) - limit} more" if len(words) > limit else "")
+
+
+def check_words(prompt: str, vocabulary: Vocabulary, max_length: int) -> WordCheck:
+    """Which words of `prompt` a model with `vocabulary` and a `max_length`-word encoder reads."""
+    words = split_words(prompt)
+    read, dropped = words[:max_length], words[max_length:]
+    unknown = tuple(dict.fromkeys(w for w in words if w not in vocabulary.words))
+    return WordCheck(prompt, unknown, tuple(dropped), any(w in vocabulary.content for w in read))

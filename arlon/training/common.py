@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from arlon.checkpoints.io import atomic_write_json, load_safetensors, read_json, save_safetensors, set_aside
+from arlon.config import AT_LEAST_ONE, DECAY, NON_NEGATIVE, POSITIVE, PROBABILITY, Range, check_range
 from arlon.errors import ArlonError, ConfigError, CorruptFileError
 from arlon.training.data import Batch, TrainingData
 
@@ -66,27 +67,36 @@ class TrainConfig:
     clip_frames: int = 0  # VAE stage: train on random temporal crops of this many frames (0 = whole clips)
 
     def validate(self, stage: str) -> "TrainConfig":
+        """Every field in its range (`RECIPE_RANGES`), named as a grid writes it: train.<stage>.<field>."""
         if self.steps is None:
             raise ConfigError(
                 f"train.steps is not set for stage {stage!r} (the paper reports no step count): pass --steps N "
                 "or --set train.steps=N"
             )
-        checks = (
-            ("steps", self.steps >= 0),
-            ("batch_size", self.batch_size >= 1),
-            ("lr", self.lr > 0),
-            ("warmup_steps", self.warmup_steps >= 0),
-            ("min_lr_ratio", 0 <= self.min_lr_ratio <= 1),
-            ("ema_decay", 0 <= self.ema_decay < 1),
-            ("grad_clip", self.grad_clip >= 0),
-            ("checkpoint_every", self.checkpoint_every >= 1),
-            ("caption_dropout", 0 <= self.caption_dropout <= 1),
-            ("clip_frames", self.clip_frames >= 0),
-        )
-        for name, ok in checks:
-            if not ok:
-                raise ConfigError(f"train.{name} = {getattr(self, name)!r} is out of range for stage {stage!r}")
+        for name, allowed in RECIPE_RANGES.items():
+            check_range(f"train.{stage}.{name}", getattr(self, name), allowed)
         return self
+
+
+# The range of every numeric recipe field. steps >= 1: a stage trained for 0 steps would hand its
+# untrained initial weights on as if trained, which nothing may do silently.
+RECIPE_RANGES: dict[str, Range] = {
+    "steps": AT_LEAST_ONE,
+    "batch_size": AT_LEAST_ONE,
+    "lr": POSITIVE,
+    "warmup_steps": NON_NEGATIVE,
+    "min_lr_ratio": PROBABILITY,
+    "weight_decay": NON_NEGATIVE,
+    "beta1": DECAY,
+    "beta2": DECAY,
+    "eps": POSITIVE,
+    "grad_clip": NON_NEGATIVE,  # 0 disables clipping
+    "ema_decay": DECAY,  # 0 disables the EMA
+    "checkpoint_every": AT_LEAST_ONE,
+    "seed": NON_NEGATIVE,
+    "caption_dropout": PROBABILITY,
+    "clip_frames": NON_NEGATIVE,  # 0 = whole clips
+}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -355,6 +365,7 @@ def run_training(
     cfg.checkpoint_every steps and on KeyboardInterrupt, and leaves the final weights (not the EMA)
     in `model`; the EMA comes back in the result. The caller's RNG state is left untouched.
     """
+    cfg.validate(task)
     device, checkpointer, progress = run.device, run.checkpointer, run.progress
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = build_optimizer(params, cfg)

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from arlon.config import VideoConfig
+from arlon.config import AT_LEAST_ONE, NON_NEGATIVE, Range, VideoConfig, check_range
 from arlon.data.toyworld import WORLD_VERSION, ToyWorld
 from arlon.data.video_folder import VideoTextDataset
 from arlon.data.video_io import uint8_to_video_tensor
@@ -47,6 +47,17 @@ class DataConfig:
     seed: int = 0  # the toy world's seed: which scenes exist
     num_train_clips: int = 2048  # size of the fixed training pool (a CSV uses at most this many rows)
     num_heldout_clips: int = 64  # held-out clips for the stage metrics (VAE PSNR, ...)
+
+    def __post_init__(self):
+        self.validate()  # at construction: --set data.<field> reaches the training CLI before any worker
+
+    def validate(self) -> "DataConfig":
+        for name, allowed in DATA_RANGES.items():
+            check_range(f"data.{name}", getattr(self, name), allowed)
+        return self
+
+
+DATA_RANGES: dict[str, Range] = {"seed": NON_NEGATIVE, "num_train_clips": AT_LEAST_ONE, "num_heldout_clips": AT_LEAST_ONE}
 
 
 class Batch(NamedTuple):

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.text import Text
 
 from bench.cli.console import cli_console
+from bench.cli.grids import print_grid_warnings
 from bench.cli.options import DeviceOpt, SetOpt
 from bench.cli.progress import task_bars
 from bench.cli.run_options import (
@@ -99,6 +100,7 @@ def _run(
         "grid ", (grid.name, "bold"), f": {len(grid.cells)} cells, {grid.prompts.kind} prompts"
         f"{f' (first {limit})' if limit else ''}, {grid.samples_per_prompt} video(s) each -> {store.root}",
     ))
+    print_grid_warnings(console, grid, limit=5)
     try:
         with task_bars(console) as progress:
             summary = run_grid(

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from rich.console import Console
 from rich.text import Text
 
-from bench.cli.console import cli_console
-from bench.grids import load_grid, shipped_grids
+from bench.cli.console import cli_console, styled
+from bench.grids import Grid, load_grid, shipped_grids
 
 EXAMPLES = """Examples:
 
@@ -27,3 +28,14 @@ def grids() -> None:
         console.print(f"  {len(grid.cells)} cells: {', '.join(cell.label for cell in grid.cells)}", soft_wrap=True)
         console.print(f"  prompts: {prompts}, {grid.samples_per_prompt} video(s) each; metrics: {', '.join(grid.metrics)}", soft_wrap=True)
     console.print("run one with: arlon-bench ablate --grid NAME")
+
+
+def print_grid_warnings(console: Console, grid: Grid, limit: int | None = None) -> None:
+    """One yellow line per warning of the grid (`Grid.warnings`); past `limit`, one line saying how
+    many more there are and where to see them. The console is one of `cli_console()`'s (no markup)."""
+    shown = grid.warnings if limit is None else grid.warnings[:limit]
+    for warning in shown:
+        console.print(styled("warning:", "yellow", str(warning)), soft_wrap=True)
+    if len(grid.warnings) > len(shown):
+        more = len(grid.warnings) - len(shown)
+        console.print(styled("warning:", "yellow", f"{more} more; `arlon-bench validate {grid.source}` lists every one"), soft_wrap=True)

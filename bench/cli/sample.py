@@ -7,10 +7,15 @@ from typing import Annotated, Optional
 import torch
 import typer
 
+from rich.console import Console
+
 from arlon.checkpoints.io import output_file
+from arlon.config import FIELD_RANGES, NON_NEGATIVE, ArlonConfig, FlowConfig, VideoConfig, check_range
+from arlon.models.text_encoders import check_words, trained_caption_source, trained_vocabulary
 from arlon.presets import get_preset
 from arlon.pipelines.sample import sample_video
-from bench.cli.console import cli_console, note_text
+from arlon.weights import bundled_checkpoint_dir
+from bench.cli.console import cli_console, note_text, styled
 from bench.cli.options import CheckpointOpt, DeviceOpt, DtypeOpt, PresetOpt, RandomInitOpt, SeedOpt, SetOpt
 from bench.cli.progress import rich_progress
 from bench.errors import BenchError
@@ -40,6 +45,33 @@ def parse_device(name: str | None) -> torch.device | None:
     return device
 
 
+def check_sampling_options(
+    *, seed: int, steps: int | None, cfg_scale: float | None, frames_per_prompt: int | None
+) -> None:
+    """The numeric options in the ranges of the config fields they stand for."""
+    check_range("--seed", seed, NON_NEGATIVE)
+    check_range("--steps", steps, FIELD_RANGES[FlowConfig]["num_sampling_steps"])
+    check_range("--cfg-scale", cfg_scale, FIELD_RANGES[FlowConfig]["cfg_scale"])
+    check_range("--frames-per-prompt", frames_per_prompt, FIELD_RANGES[VideoConfig]["num_frames"])
+
+
+def check_prompt_words(console: Console, cfg: ArlonConfig, prompts: list[str], checkpoint: str | None) -> None:
+    """Refuse a prompt the model cannot show (no word it learned to draw); warn in one line about
+    words it does not know (`arlon.models.text_encoders.check_words`)."""
+    weights = checkpoint if checkpoint is not None else bundled_checkpoint_dir(cfg.name)
+    vocabulary = trained_vocabulary(cfg.text, trained_caption_source(weights))
+    if vocabulary is None:
+        return
+    model = f"preset {cfg.name!r}" if checkpoint is None else f"the model in {checkpoint}"
+    for text in prompts:
+        check = check_words(text, vocabulary, cfg.text.max_length)
+        if check.refused:
+            raise BenchError(check.refusal(model, vocabulary))
+        warning = check.warning(model)
+        if warning is not None:
+            console.print(styled("warning:", "yellow", warning), soft_wrap=True)
+
+
 def sample(
     prompt: Annotated[list[str], typer.Option("--prompt", help="Text prompt; repeat for progressive prompts.")],
     out: Annotated[str, typer.Option("--out", help="Output mp4 path.")] = "video.mp4",
@@ -57,17 +89,26 @@ def sample(
     device: DeviceOpt = None,
     dtype: DtypeOpt = "fp32",
 ) -> None:
-    """Generate a video from a text prompt and write it as an H.264 mp4."""
+    """Generate a video from a text prompt and write it as an H.264 mp4.
+
+    The tiny preset knows only the words of the toy world's captions: words it does not know get a
+    warning, and a prompt with no word naming a colour, shape, motion or background it learned is refused.
+    """
     if dtype not in DTYPES:
         raise BenchError(f"--dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
     if baseline and (len(prompt) > 1 or frames_per_prompt):
         raise BenchError("--baseline makes a single clip; drop --frames-per-prompt and extra --prompt options")
     output_file(out, "--out", example="video.mp4")  # refused before the minutes of sampling, not after
     cfg = apply_overrides(get_preset(preset), overrides or []).validate()
+    check_sampling_options(seed=seed, steps=steps, cfg_scale=cfg_scale, frames_per_prompt=frames_per_prompt)
+    if not all(text.strip() for text in prompt):
+        raise BenchError("--prompt is empty: give the text of the video, e.g. --prompt \"a red circle moves right\"")
     torch_device = parse_device(device)
     console = cli_console()
     if random_init:
         console.print(note_text("--random-init: all weights are untrained, so the video shows noise, not the prompt"))
+    else:
+        check_prompt_words(cli_console(stderr=True), cfg, prompt, checkpoint)
     with rich_progress("denoising", console=console) as progress:
         result = sample_video(
             cfg, prompt, out, seed=seed, baseline=baseline, frames_per_prompt=frames_per_prompt,

@@ -50,7 +50,9 @@ def test_user_errors_are_one_line_exit_2(tmp_path):
     assert not (tmp_path / "b.mp4").exists()
 
     # The shipped tiny injector was trained for first:14; asking for last:14 must not load it silently.
-    other_cell = _run_cli("sample", "--prompt", "x", "--out", str(tmp_path / "c.mp4"), "--set", "injection.layers=last:14")
+    other_cell = _run_cli(
+        "sample", "--prompt", "a red circle rises on a dark background", "--out", str(tmp_path / "c.mp4"), "--set", "injection.layers=last:14"
+    )
     assert other_cell.returncode == 2 and "Traceback" not in other_cell.stderr
     assert "injection.layers='first:14' (config: 'last:14')" in other_cell.stderr
     assert len(other_cell.stderr.strip().splitlines()) == 1 and not (tmp_path / "c.mp4").exists()

@@ -240,7 +240,7 @@ def test_validation_of_registry_keys_prompts_and_duplicates(tmp_path):
     ]
     path = write(tmp_path, """\
         preset: tiny
-        prompts: {kind: text, path: nowhere.txt}
+        prompts: {kind: csv, path: nowhere.csv}
         metrics: [toy_layout_iou]
         rows:
           - {name: a, injection.layers: first:8}
@@ -273,3 +273,114 @@ def test_bad_set_options_are_reported_as_such(tmp_path):
     assert "--set video.num_frames=x: expected an integer, got 'x'" in issues
     assert any(i.startswith("--set noequals: expected KEY=VALUE") for i in issues)
     assert any(i.startswith("--set rows=3: 'rows' is set in the grid file itself") for i in issues)
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs that must be refused, each at its line
+# ---------------------------------------------------------------------------------------------
+
+
+def test_values_out_of_range_are_refused_at_the_line_that_sets_them(tmp_path):
+    path = write(tmp_path, """\
+        preset: tiny
+        train:
+          injector: {steps: 0}
+          all: {beta2: 1.0}
+        data: {num_heldout_clips: 0, seed: -2}
+        base:
+          noise.probability: 2
+          ar_sampling: {top_k: 0}
+        axes:
+          flow.num_sampling_steps: [0, 5]
+        rows:
+          - {name: r, video.fps: 0}
+        prompts: {kind: toyworld, n: 2, seed: -1}
+        seed: -5
+        metrics: [toy_colour_fidelity]
+        """)
+    issues = [str(i) for i in validate_grid(path, ["train.vae.lr=0"])]
+    f = str(path)
+    expected = [
+        "--set train.vae.lr=0: 0.0 is out of range: it must be greater than 0",
+        f"{f}:3: train.injector.steps: 0 is out of range: it must be at least 1",
+        f"{f}:4: train.all.beta2: 1.0 is out of range: it must be in [0, 1)",
+        f"{f}:5: data.num_heldout_clips: 0 is out of range: it must be at least 1",
+        f"{f}:5: data.seed: -2 is out of range: it must be at least 0",
+        f"{f}:7: base.noise.probability: 2.0 is out of range: it must be in [0, 1]",
+        f"{f}:8: base.ar_sampling.top_k: 0 is out of range: it must be at least 1",
+        f"{f}:10: axes.flow.num_sampling_steps[0]: 0 is out of range: it must be at least 1",
+        f"{f}:12: rows[0].video.fps: 0 is out of range: it must be at least 1",
+        f"{f}:13: prompts.seed: -1 is out of range: it must be at least 0",
+        f"{f}:14: seed: -5 is out of range: it must be at least 0",
+    ]
+    assert issues == expected
+
+
+def test_a_grid_that_defines_nothing_is_refused_and_missing_parts_are_warned(tmp_path):
+    for text in ("", "# nothing yet\n", "name: draft\ndescription: to do\n"):
+        path = write(tmp_path, text, "empty.yaml")
+        (issue,) = validate_grid(path)
+        assert str(issue).startswith(f"{path}:1: the grid defines nothing to run: add metrics, prompts and rows or axes")
+    grid = load_grid(write(tmp_path, "preset: tiny\n", "bare.yaml"))
+    assert [w.message.split(":")[0] for w in grid.warnings] == ["no rows or axes", "no metrics", "no prompts block"]
+    assert [c.label for c in grid.cells] == ["base"] and grid.metrics == ()
+    assert load_grid(write(tmp_path, BASE + "rows: [{name: a}]\n", "full.yaml")).warnings == ()
+    assert all(load_grid(name).warnings == () for name in shipped_grids())
+
+
+def test_prompt_fields_the_kind_does_not_read_are_refused(tmp_path):
+    path = write(tmp_path, """\
+        preset: tiny
+        prompts: {kind: toyworld, path: my_prompts.txt, colum: text}
+        metrics: [toy_colour_fidelity]
+        """)
+    issues = [str(i) for i in validate_grid(path)]
+    assert issues == [
+        f"{path}:2: prompts.path: kind 'toyworld' does not read it (it reads split, n and seed); did you mean kind 'vbench', 'csv' or 'text'?",
+        f"{path}:2: prompts.colum: unknown field; did you mean 'column'? (kind 'toyworld' reads split, n and seed)",
+    ]
+    issues = [str(i) for i in validate_grid(write(tmp_path, BASE), ["prompts.path=p.txt"])]
+    assert issues == ["--set prompts.path=p.txt: kind 'toyworld' does not read it (it reads split, n and seed); did you mean kind 'vbench', 'csv' or 'text'?"]
+
+
+TOY_CAPTIONS = """\
+a red circle moves from left to right on a dark background
+A large blue square bouncing back and forth over a striped background.
+
+on a light background, a green cross grows and a orange diamond turns cyan, while the camera pans right
+"""
+
+
+def test_a_text_file_of_toy_captions_gets_the_toy_judges(tmp_path):
+    (tmp_path / "toy.txt").write_text(TOY_CAPTIONS)
+    grid = load_grid(write(tmp_path, "preset: tiny\nprompts: {kind: text, path: toy.txt}\nmetrics: [toy_colour_fidelity, toy_motion_accuracy]\nrows: [{name: a}]\n"))
+    from bench.prompts import load_prompts
+
+    prompts = load_prompts(grid.prompts)
+    assert [len(p.scene.objects) for p in prompts] == [1, 1, 2] and grid.warnings == ()
+    # A line that is not a toy caption: one line naming it, at its line in the prompt file.
+    (tmp_path / "toy.txt").write_text(TOY_CAPTIONS + "a red circle and a blue square move right on a dark background\n")
+    issues = [str(i) for i in validate_grid(tmp_path / "grid.yaml")]
+    assert issues == [
+        f"{tmp_path / 'toy.txt'}:5: 'a red circle and a blue square move right on a dark background' is not a toy-world caption: "
+        "after 'a red circle' expected 'moves', 'moving', 'slides', 'sliding', ..., not 'and'; the 2 toy_* metrics judge "
+        "toy-world captions only: rephrase the line or drop the toy metrics"
+    ]
+    # Without toy metrics the same file is a plain prompt file.
+    assert load_grid(write(tmp_path, "preset: tiny\nprompts: {kind: text, path: toy.txt}\nmetrics: [temporal_flickering_formula]\nrows: [{name: a}]\n", "plain.yaml"))
+
+
+def test_prompts_with_words_the_model_does_not_know(tmp_path):
+    (tmp_path / "p.txt").write_text("a red bear walks on a dark background\n\na bear walks through a snowy forest\n")
+    path = write(tmp_path, "preset: tiny\nprompts: {kind: text, path: p.txt}\nmetrics: [temporal_flickering_formula]\nrows: [{name: a}]\n")
+    (refused,) = validate_grid(path)
+    assert (refused.source, refused.line) == (str(tmp_path / "p.txt"), 3)
+    assert refused.message.startswith("prompt 'a bear walks through a snowy forest': preset 'tiny' knows no word of it")
+    (tmp_path / "p.txt").write_text("a red bear walks on a dark background\n")
+    (warning,) = load_grid(path).warnings
+    assert str(warning) == f"{tmp_path / 'p.txt'}:1: prompt 'a red bear walks on a dark background': preset 'tiny' does not know 'bear', 'walks', so the video ignores them"
+    # The check is the model's, not the prompt kind's: toy prompts cut short by a shorter text length warn too.
+    short = load_grid(write(tmp_path, BASE + "rows: [{name: a}]\nbase: {text.max_length: 6}\n", "short.yaml"))
+    assert short.warnings and all("drops" in w.message for w in short.warnings)
+    # A model trained on other captions has no word list here: nothing to say.
+    assert load_grid(path, ["data.source=clips.csv"]).warnings == ()

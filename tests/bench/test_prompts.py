@@ -7,7 +7,15 @@ import pytest
 
 from arlon.data.toyworld import prompt_set
 from bench.errors import BenchError
-from bench.prompts import PROMPT_SETS, PromptSetConfig, load_prompts, text_prompt_id
+from bench.prompts import (
+    PROMPT_SET_FIELDS,
+    PROMPT_SETS,
+    PromptSetConfig,
+    caption_problem,
+    check_prompt_field,
+    load_prompts,
+    text_prompt_id,
+)
 
 SAFE_ID = re.compile(r"^[a-z0-9_][a-z0-9_-]*$")
 
@@ -98,3 +106,43 @@ def test_prompt_set_errors_say_what_to_fix(tmp_path):
         load_prompts(PromptSetConfig(kind="text", path=str(tmp_path / "empty.txt")))
     with pytest.raises(BenchError, match="--limit must be at least 1"):
         load_prompts(PromptSetConfig(), limit=0)
+
+
+def test_each_kind_refuses_the_fields_it_does_not_read(tmp_path):
+    path = tmp_path / "my_prompts.txt"
+    path.write_text("a cat\n")
+    assert PROMPT_SET_FIELDS == {
+        "toyworld": ("split", "n", "seed"), "vbench": ("path", "dimensions"), "csv": ("path", "column"), "text": ("path",)
+    }
+    with pytest.raises(BenchError, match=r"prompts.path: kind 'toyworld' does not read it \(it reads split, n and seed\); "
+                                         r"did you mean kind 'vbench', 'csv' or 'text'\?"):
+        load_prompts(PromptSetConfig(kind="toyworld", path=str(path)))
+    with pytest.raises(BenchError, match=r"prompts.n: kind 'text' does not read it \(it reads path\); did you mean kind 'toyworld'\?"):
+        load_prompts(PromptSetConfig(kind="text", path=str(path), n=4))
+    with pytest.raises(BenchError, match=r"prompts.column: kind 'vbench' does not read it .*did you mean kind 'csv'\?"):
+        load_prompts(PromptSetConfig(kind="vbench", path=str(path), column="caption"))
+    with pytest.raises(BenchError, match=r"prompts.pth: unknown field; did you mean 'path'\?"):
+        check_prompt_field("text", "pth")
+    with pytest.raises(BenchError, match=r"prompts.n = 0 is out of range: it must be at least 1"):
+        load_prompts(PromptSetConfig(n=0))
+    with pytest.raises(BenchError, match=r"prompts.seed = -1 is out of range: it must be at least 0"):
+        load_prompts(PromptSetConfig(seed=-1))
+
+
+def test_text_prompts_in_the_toy_caption_grammar_carry_their_scene(tmp_path):
+    from arlon.data.toyworld import caption_scene
+
+    path = tmp_path / "prompts.txt"
+    path.write_text(
+        "A red circle moves from left to right on a dark background.\n\n"
+        "a bear walks through a snowy forest\n"
+        "a light background with a blue square bouncing back and forth and a green cross rising, as the camera pans left\n"
+    )
+    red, bear, two = load_prompts(PromptSetConfig(kind="text", path=str(path)))
+    assert (red.line, bear.line, two.line) == (1, 3, 4)
+    assert red.scene == caption_scene(red.text) and [o.motion for o in red.scene.objects] == ["right"]
+    assert [(o.colour, o.motion) for o in two.scene.objects] == [("blue", "bounce"), ("green", "up")]
+    assert two.scene.camera_pan == "left" and two.scene.background == "light"
+    assert bear.scene is None
+    assert caption_problem(bear.text).startswith("'a bear walks through a snowy forest' is not a toy-world caption")
+    assert caption_problem(red.text) is None

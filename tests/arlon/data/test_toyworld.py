@@ -1,6 +1,10 @@
 from __future__ import annotations
 
+import collections
+import dataclasses
+import functools
 import itertools
+import re
 import time
 
 import numpy as np
@@ -224,6 +228,113 @@ def test_captions_have_several_phrasings_and_are_deterministic():
     )
     assert tw.count_words(tw.compact_caption(three)) <= 22
     assert all(tw.count_words(tw.caption(three, np.random.default_rng(k))) <= 24 for k in range(20))
+
+
+# ---- reading captions back ---------------------------------------------------------------------
+
+
+def _stated(description: tw.CaptionDescription) -> tw.CaptionDescription:
+    """The description without the size words (which a caption gives only sometimes)."""
+    objects = tuple(dataclasses.replace(o, size=None) for o in description.objects)
+    return dataclasses.replace(description, objects=objects)
+
+
+@functools.cache
+def _generated_scenes(n: int) -> list[tw.SceneSpec]:
+    scenes = [tw.sample_scene(np.random.default_rng([7, i]), split) for i in range(n) for split in tw.SPLITS]
+    return scenes + [p.scene for p in tw.prompt_set("heldout", len(tw.HELDOUT_TRIPLES))]
+
+
+def test_every_generated_caption_parses_back_into_what_it_states():
+    seen = collections.Counter()
+    for scene in _generated_scenes(150):
+        texts = [tw.caption(scene, np.random.default_rng([scene.seed, k]), max_words=None) for k in range(3)]
+        texts += [tw.caption(scene, np.random.default_rng([scene.seed, 1])), tw.compact_caption(scene)]
+        for text in texts:
+            parsed = tw.parse_caption(text)
+            assert _stated(parsed) == tw.describe(scene), text
+            for said, obj in zip(parsed.objects, scene.objects):
+                assert said.size in (None, "large" if obj.size > 0.155 else "small"), text
+            seen.update({"objects": len(scene.objects) == 3, "pan": scene.camera_pan != "none", "large": "large" in text,
+                         "comma list": ", a " in text, "setting first": text.startswith(("on a", "over a", "against a")),
+                         "background first": " background with " in text, "compact": text == tw.compact_caption(scene)})
+            seen.update(o.motion for o in scene.objects)
+            seen.update({scene.background})
+    # The sample covers every construct of the generator: several objects, pans, sizes, the templates, all words.
+    constructs = ["objects", "pan", "large", "comma list", "setting first", "background first", "compact"]
+    assert all(seen[name] > 0 for name in [*constructs, *tw.MOTIONS, *tw.BACKGROUNDS]), seen
+
+
+@pytest.mark.parametrize("motion", tw.MOTIONS)
+def test_every_phrasing_of_every_motion_parses(motion):
+    for pair in tw.MOTION_PHRASES[motion]:
+        for form in pair:
+            phrase = form.format(target="blue")
+            for text in (f"a small red circle {phrase} on a dark background", f"a light background with an orange cross {phrase}"):
+                (obj,) = tw.parse_caption(text).objects
+                assert (obj.motion, obj.target_colour) == (motion, "blue" if motion == "recolour" else None), text
+    scene = tw.SceneSpec("dark", (tw.ObjectSpec("circle", "red", motion, 0.5, 0.5, 0.1, 0.02, target_colour="blue" if motion == "recolour" else None),))
+    texts = {tw.caption(scene, np.random.default_rng(k)) for k in range(60)}
+    if motion not in ("grow", "shrink"):
+        assert any(tw.parse_caption(t).objects[0].size == "small" for t in texts)
+
+
+def test_parsing_is_lenient_with_case_articles_hyphens_and_a_full_stop():
+    expected = tw.parse_caption("a orange square moves up-right on a dark background")
+    for text in ("An orange square moves up-right on a dark background.", "AN ORANGE SQUARE MOVES UP RIGHT ON A DARK BACKGROUND"):
+        assert tw.parse_caption(text) == expected
+    # "bounces back and forth and ...": the "and"s of the phrase and of the list fall where they read
+    two = tw.parse_caption("a red circle bounces back and forth and a blue cross rises, as the camera pans left on a noisy background".replace(", as the camera pans left on a noisy background", " on a noisy background as the camera pans left"))
+    assert [o.motion for o in two.objects] == ["bounce", "up"] and two.camera_pan == "left"
+
+
+@pytest.mark.parametrize(
+    "text, reason",
+    [
+        ("a bear walks through a snowy forest", r"after 'a' expected a size \(small, large\), a colour \(red, .*, not 'bear'"),
+        ("red circle moves", r"it ends after 'red circle moves', where 'right', 'from'"),
+        ("a red circle moves right", r"where 'on', 'over', 'against'"),
+        ("a red circle moves right on a dark background, then it turns blue", r"two-part caption"),
+        ("a red circle moves right; on a dark background", r"unexpected ';'"),
+        ("", r"it is empty"),
+        ("a red circle rises and a red square falls on a dark background", r"uses red for two objects"),
+        ("a red circle turns blue and a blue square falls on a dark background", r"uses blue for two objects"),
+        ("a white circle rests on a light background", r"white object on the light background"),
+        ("a red circle turns red on a dark background", r"turns red, its own colour"),
+        (" and ".join(f"a {c} circle rises" for c in ("red", "green", "blue", "cyan")) + " on a dark background", r"names 4 objects"),
+    ],
+)
+def test_texts_outside_the_grammar_say_why(text, reason):
+    with pytest.raises(tw.CaptionError, match=reason):
+        tw.parse_caption(text)
+
+
+def test_caption_scenes_show_what_the_caption_says_and_are_stable():
+    for scene in _generated_scenes(150)[::15]:
+        text = tw.caption(scene, np.random.default_rng([scene.seed, 1]))
+        drawn = tw.caption_scene(text)
+        assert tw.describe(drawn) == _stated(tw.parse_caption(text))
+        assert tw.caption_scene(text) == drawn  # seeded by what the caption states
+        if tw.parse_caption(tw.compact_caption(scene)) == tw.parse_caption(text):
+            assert tw.caption_scene(tw.compact_caption(scene)) == drawn  # ... whatever the phrasing
+        assert _stated(tw.parse_caption(tw.caption(drawn, np.random.default_rng(0)))) == tw.describe(scene)
+        clip = tw.render(drawn, 16)
+        assert clip.visible[0].all()  # every object starts in view, where the judges look for it
+    large = tw.caption_scene("a large red circle rises over a striped background")
+    small = tw.caption_scene("a small red circle rises over a striped background")
+    assert large.objects[0].size > 0.155 > 0.115 > small.objects[0].size
+
+
+def test_caption_words_are_the_words_of_generated_captions():
+    words = set()
+    for scene in _generated_scenes(150):
+        for k in range(3):
+            words.update(re.findall(r"\w+", tw.caption(scene, np.random.default_rng([scene.seed, k]), max_words=None)))
+        words.update(re.findall(r"\w+", tw.compact_caption(scene)))
+    words.add("small")  # generated only for objects smaller than sampled scenes hold (see the test above)
+    assert words == tw.CAPTION_WORDS
+    assert {"red", "circle", "bounces", "dark", "pans", "large"} <= tw.CONTENT_WORDS
+    assert not {"a", "the", "on", "with", "background"} & tw.CONTENT_WORDS
 
 
 # ---- evaluation prompt sets --------------------------------------------------------------------

@@ -13,6 +13,9 @@ from arlon.models.text_encoders import (
     T5TextEncoder,
     TextEncoder,
     build_text_encoder,
+    check_words,
+    trained_caption_source,
+    trained_vocabulary,
 )
 from arlon.presets import tiny
 
@@ -109,3 +112,42 @@ def test_t5_missing_weights_raise(pretrained):
 def test_t5_empty_directory_raises_missing_weights(tmp_path):
     with pytest.raises(MissingWeightsError, match=str(tmp_path)):
         build_text_encoder(TextEncoderConfig(kind="t5", pretrained=str(tmp_path), max_length=8, dim=16))
+
+
+# ---- which words a model knows ------------------------------------------------------------------
+
+
+def test_the_tiny_preset_knows_the_toy_world_words_of_its_shipped_weights(tmp_path):
+    from arlon.data.toyworld import CAPTION_WORDS
+    from arlon.weights import bundled_checkpoint_dir
+
+    assert trained_caption_source(bundled_checkpoint_dir("tiny")) == "toyworld"
+    vocabulary = trained_vocabulary(tiny().text, "toyworld")
+    assert vocabulary is not None and vocabulary.words == CAPTION_WORDS
+    assert trained_vocabulary(tiny().text, "clips.csv") is None  # a CSV's words are not listed
+    assert trained_vocabulary(TextEncoderConfig(kind="t5"), "toyworld") is None  # T5 reads any text
+    assert trained_caption_source(tmp_path) is None  # no manifest says
+    (tmp_path / "ar.json").write_text('{"data": {"clips": {"source": "/data/clips.csv"}}}')
+    assert trained_caption_source(tmp_path) == "/data/clips.csv"
+
+
+def test_check_words_names_unknown_and_dropped_words_and_refuses_prompts_with_nothing_to_draw():
+    vocabulary = trained_vocabulary(tiny().text, "toyworld")
+    known = check_words("A red circle moves from left to right on a dark background.", vocabulary, 24)
+    assert (known.unknown, known.dropped, known.refused, known.warning("preset 'tiny'")) == ((), (), False, None)
+
+    bear = check_words("a bear walks through a snowy forest", vocabulary, 24)
+    assert bear.unknown == ("bear", "walks", "through", "snowy", "forest") and bear.refused  # "a" names nothing
+    assert "preset 'tiny' knows no word of it that names something to draw" in bear.refusal("preset 'tiny'", vocabulary)
+    assert "'a red circle moves from left to right on a dark background'" in bear.refusal("preset 'tiny'", vocabulary)
+
+    red_bear = check_words("a red bear walks, a red bear", vocabulary, 24)
+    assert red_bear.unknown == ("bear", "walks") and not red_bear.refused
+    assert red_bear.warning("preset 'tiny'") == (
+        "prompt 'a red bear walks, a red bear': preset 'tiny' does not know 'bear', 'walks', so the video ignores them"
+    )
+    long = check_words("a red circle rises " * 3 + "on a dark background", vocabulary, 8)
+    assert long.dropped == ("a", "red", "circle", "rises", "on", "a", "dark", "background") and not long.unknown
+    assert "drops 'a', 'red'" in long.warning("preset 'tiny'")
+    # Only the words the encoder reads count: a drawable word past max_length names nothing.
+    assert check_words("a bear walks through a snowy red forest", vocabulary, 4).refused
