@@ -159,7 +159,7 @@ def test_a_damaged_checkpoint_given_by_the_user_is_one_line_naming_the_file(dama
     checkpoint = shutil.copytree(bundled_checkpoint_dir("tiny"), tmp_path / "ckpt")
     damaged = damage(checkpoint)
     out = tmp_path / "video.mp4"
-    code, _, err = run_main(capsys, monkeypatch, "sample", "--checkpoint", str(checkpoint), "--prompt", "x", "--steps", "1",
+    code, _, err = run_main(capsys, monkeypatch, "sample", "--checkpoint", str(checkpoint), "--prompt", "a red circle moves from left to right on a dark background", "--steps", "1",
                             "--out", str(out))
     assert_one_error_line(code, err, f"{damaged}: {reason}")
     assert not out.exists()
