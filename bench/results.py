@@ -28,6 +28,7 @@ from typing import Iterator
 import pandas as pd
 
 from arlon.checkpoints.io import atomic_write_bytes
+from bench.errors import BenchError
 from bench.executors.work import score_key, seed_for
 from bench.grids import Grid
 from bench.metrics import METRICS, aggregate
@@ -90,8 +91,9 @@ class Coverage:
     def complete(self) -> bool:
         return self.scores_done == self.scores
 
-    def warnings(self, resume_command: str, score_command: str) -> list[str]:
+    def warnings(self, store: RunStore) -> list[str]:
         """One line per kind of gap, counted, naming what is missing and the command that fills it."""
+        resume_command, score_command = store.resume_command(), store.score_command()
         lines = []
         if self.unreadable:
             named = "; ".join(f"{cell} {video} ({why})" for cell, video, why in self.unreadable[:SHOWN_GAPS])
@@ -122,6 +124,22 @@ def _more(count: int) -> str:
 def _counts(counts: dict) -> str:
     shown = ", ".join(f"{key}: {n}" for key, n in list(counts.items())[:SHOWN_GAPS])
     return shown + _more(len(counts))
+
+
+def require_scores(grid: Grid, store: RunStore, prompts: list[BenchPrompt], scores: pd.DataFrame) -> None:
+    """A BenchError saying what to run first when a run over `prompts` holds no score at all (a table
+    of dashes would read as a result)."""
+    if not scores.empty:
+        return
+    coverage = run_coverage(grid, store, prompts)
+    if coverage.videos_done:
+        todo = f"run `{store.score_command()}` first"
+    else:
+        todo = f"make them with `{store.resume_command()}`, then score them"
+    raise BenchError(
+        f"{store.root} has no scores to report ({coverage.videos_done} of {coverage.videos} videos generated, "
+        f"0 of {coverage.scores} scores); {todo}"
+    )
 
 
 def run_coverage(grid: Grid, store: RunStore, prompts: list[BenchPrompt]) -> Coverage:

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shlex
 import time
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
@@ -64,7 +63,7 @@ from bench.executors.work import (
 from bench.grids import Cell, Grid
 from bench.metrics import METRICS
 from bench.prompts import BenchPrompt, load_prompts
-from bench.results import collect_scores, current_scores, results_table, run_coverage, write_results
+from bench.results import collect_scores, current_scores, require_scores, results_table, write_results
 from bench.store import NOT_GENERATED, RunStore, provenance, resolve_run_dir
 
 PHASES = ("train", "generate", "score")
@@ -543,19 +542,6 @@ def report_run(store: RunStore, grid: Grid, limit: int | None = None) -> tuple[p
     prompts = load_prompts(grid.prompts, limit)
     with store.lock():
         scores = collect_scores(grid, store, prompts)
-        if scores.empty:
-            coverage = run_coverage(grid, store, prompts)
-            if coverage.videos_done:
-                todo = f"run `{score_command(store)}` first"
-            else:
-                todo = f"make them with `{store.resume_command()}`, then score them"
-            raise BenchError(
-                f"{store.root} has no scores to report ({coverage.videos_done} of {coverage.videos} videos generated, "
-                f"0 of {coverage.scores} scores); {todo}"
-            )
+        require_scores(grid, store, prompts, scores)
         table = results_table(grid, scores)
         return table, write_results(grid, store, table, scores)
-
-
-def score_command(store: RunStore) -> str:
-    return f"arlon-bench score {shlex.quote(str(store.root))}"

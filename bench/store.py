@@ -282,9 +282,10 @@ class RunStore:
         stored = RunDefinition.of(stored_grid)
         if settings is None:
             stored = dataclasses.replace(stored, cells=self._cells_on_disk())
+        if settings is None or "added_metrics" not in settings:  # unrecorded (or written before it was): kept
             added = tuple(metric for metric in stored.metrics if metric not in grid.metrics)
         else:
-            added = tuple(settings.get("added_metrics", []))
+            added = tuple(settings["added_metrics"])
         asked = RunDefinition.of(grid)
         asked = dataclasses.replace(asked, metrics=tuple(dict.fromkeys(asked.metrics + added)))
         differences = stored.differences(asked, (stored_grid, grid) if settings else (None, None))
@@ -311,13 +312,21 @@ class RunStore:
         return added
 
     def _prompt_changes(self, prompts: list[BenchPrompt]) -> list[str]:
-        """Prompts whose text differs from the one the run was made with (an edited prompt file)."""
+        """How the prompts differ from those the run was made with (an edited prompt file); a prompt
+        list that extends the run's, or that a smaller --limit cuts, is no difference here."""
         try:
-            before = {p["id"]: p["text"] for p in self.read_json("prompts.json") or []}
+            before = [(p["id"], p["text"]) for p in self.read_json("prompts.json") or []]
         except (RunFileError, TypeError, KeyError):
             return []  # derived data: rewritten by this invocation
-        changed = [p.id for p in prompts if p.id in before and before[p.id] != p.text]
-        return [f"the text of prompt(s) {', '.join(changed[:3])}{' ...' if len(changed) > 3 else ''} changed"] if changed else []
+        now = [(p.id, p.text) for p in prompts]
+        if now[: len(before)] == before or before[: len(now)] == now:
+            return []
+        ids = {p.id for p in prompts}
+        gone = [text for prompt_id, text in before if prompt_id not in ids]
+        if not gone:
+            return ["the prompts changed order or text (was the prompt file edited?)"]
+        shown = ", ".join(repr(text) for text in gone[:2]) + (", ..." if len(gone) > 2 else "")
+        return [f"{len(gone)} of the run's {len(before)} prompts are gone ({shown}; was the prompt file edited?)"]
 
     def _cells_on_disk(self) -> dict[str, str]:
         """{cell id: label} of the cell folders (the label from cell.json, else the id)."""
@@ -368,6 +377,9 @@ class RunStore:
         command = f"arlon-bench ablate --grid {shlex.quote(str(source)) if source else 'GRID'} --out {shlex.quote(str(self.root))}"
         command += "".join(f" --set {shlex.quote(str(o))}" for o in (overrides if isinstance(overrides, list) else []))
         return command + (f" --limit {limit}" if isinstance(limit, int) and limit else "")
+
+    def score_command(self) -> str:
+        return f"arlon-bench score {shlex.quote(str(self.root))}"
 
     def _readable_json(self, name: str):
         """A JSON file's content, or None when it is missing or damaged (for hints only)."""

@@ -11,13 +11,12 @@ from rich.markup import escape
 
 from bench.cli.run_options import RunArg
 from bench.cli.tables import results_rich_table
-from bench.errors import BenchError
 from bench.grids import Grid
 from bench.prompts import load_prompts
 from bench.report import Report, write_report
 from bench.results import run_coverage
-from bench.runner import open_run, report_run, score_command
-from bench.store import RunStore, owning_run
+from bench.runner import open_run, report_run
+from bench.store import RunStore
 
 EXAMPLES = """Examples:
 
@@ -57,10 +56,6 @@ def write_run_report(console: Console, store: RunStore, grid: Grid, limit: int |
 def report(run: RunArg, out: ReportOutOpt = None, videos: VideosOpt = 6) -> None:
     """Write a run's tables, figures and HTML report from its stored scores; computes nothing new."""
     store, grid, limit = open_run(run)
-    if out is not None:
-        other = owning_run(out)
-        if other is not None and other.resolve() != store.root.resolve():
-            raise BenchError(f"--out {out} is inside the run {other}; write the report of {store.root} elsewhere")
     table, files = report_run(store, grid, limit)
     console = Console()
     console.print(results_rich_table(grid, table))
@@ -74,7 +69,7 @@ def report(run: RunArg, out: ReportOutOpt = None, videos: VideosOpt = 6) -> None
 def show_coverage(store: RunStore, grid: Grid, limit: int | None) -> bool:
     """Warn (on stderr) about every gap of the run's tables; whether there is one."""
     coverage = run_coverage(grid, store, load_prompts(grid.prompts, limit))
-    lines = coverage.warnings(store.resume_command(), score_command(store))
+    lines = coverage.warnings(store)
     errors = Console(stderr=True)
     for line in lines:
         errors.print(f"[yellow]warning:[/] {escape(line)}", highlight=False, soft_wrap=True)

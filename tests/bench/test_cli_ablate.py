@@ -209,8 +209,7 @@ def test_a_finished_run_is_never_overwritten_by_other_settings(tmp_path, mini_ca
     monkeypatch.setenv("COLUMNS", "200")
     grid, run = write_mini_grid(tmp_path, prompts=2, samples=1), tmp_path / "run"
     ablate = ["ablate", "--grid", str(grid), "--out", str(run), "--executor", "local"]
-    code, _, err = _main(capsys, monkeypatch, *ablate, "--limit", "1")
-    assert code == 0, err
+    assert run_grid(load_grid(grid), run, limit=1, cache_dir=mini_cache).ok  # as `ablate --limit 1`, without its report
     before = _snapshot(run)
     (tmp_path / "edited").mkdir()
     other_grid = write_mini_grid(tmp_path / "edited", layers="[first:1, last:2]", prompts=2, samples=1)  # same name, edited
@@ -229,8 +228,8 @@ def test_a_finished_run_is_never_overwritten_by_other_settings(tmp_path, mini_ca
         assert _snapshot(run) == before, args
 
     # A larger limit extends the run: the finished videos stay as they are.
-    code, out, err = _main(capsys, monkeypatch, *ablate, "--limit", "2")
-    assert code == 0 and "videos 3 made, 3 already done" in out, err
+    extended = run_grid(load_grid(grid), run, limit=2, cache_dir=mini_cache)
+    assert (extended.counts["generate"].run, extended.counts["generate"].skipped) == (3, 3)
     assert {k: v for k, v in _snapshot(run).items() if k.endswith(".mp4") and k in before} == {
         k: v for k, v in before.items() if k.endswith(".mp4")
     }
@@ -352,3 +351,14 @@ def test_hand_damaged_run_files_are_one_line_and_derived_ones_are_recomputed(tmp
     assert code == 0 and "scores 1 computed, 8 current" in out
     code, _, err = _main(capsys, monkeypatch, "report", run)
     assert code == 0 and not err
+
+
+def test_a_report_is_not_written_into_another_run(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("ARLON_SCORE_CACHE", "off")
+    mine, _ = make_fake_run(tmp_path / "a", prompts=1, samples=1, single_cell=True)
+    theirs, _ = make_fake_run(tmp_path / "b", prompts=1, samples=1, single_cell=True)
+    assert _main(capsys, monkeypatch, "score", str(mine.root), "--executor", "local")[0] == 0
+    before = _snapshot(theirs.root)
+    code, _, err = _main(capsys, monkeypatch, "report", str(mine.root), "--out", str(theirs.root / "report"))
+    assert code == 2 and f"error: {theirs.root / 'report'} is inside the run {theirs.root}; write the report of {mine.root} elsewhere" in err
+    assert _snapshot(theirs.root) == before

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 import multiprocessing
 import os
@@ -11,6 +12,7 @@ import pytest
 from arlon.data.video_io import write_video
 from bench.errors import BenchError
 from bench.grids import load_grid
+from bench.prompts import load_prompts
 from bench.store import (
     NOT_GENERATED,
     RunFileError,
@@ -197,6 +199,13 @@ def test_a_run_folder_is_claimed_by_one_grid_and_extended_by_a_larger_limit(tmp_
     edited.write_text(source.read_text().replace("[first:1, last:1]", "[first:1]").replace("samples_per_prompt: 1", "samples_per_prompt: 2"))
     with pytest.raises(RunMismatchError, match=r"samples_per_prompt 1 -> 2; cell\(s\) 'layers=last:1' removed"):
         store.claim(load_grid(edited), None)
+
+    # an edited prompt file: the run's prompts are not those of the grid any more
+    prompts = load_prompts(grid.prompts)
+    store.save_prompts([prompts[0], dataclasses.replace(prompts[1], id="p9", text="a blue cat")])
+    with pytest.raises(RunMismatchError, match=r"1 of the run's 2 prompts are gone \('a blue cat'; was the prompt file edited\?\)"):
+        store.claim(grid, None)
+    store.save_prompts(prompts)
 
     # `score --metrics` added a metric: it stays in the run when the grid file (without it) resumes it
     store.save_grid(load_grid(source, ["metrics=[toy_colour_fidelity,toy_layout_iou,toy_temporal_flicker,temporal_flickering_formula]"]), None,
