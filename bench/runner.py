@@ -17,6 +17,12 @@ The run holds the store's lock throughout, so a second run on the same folder is
 that is killed loses at most the units in flight; the next run skips everything finished.
 `force` redoes the run's videos and scores; trained checkpoints stay in the training cache, which
 is keyed by everything that determines them (clear ARLON_CACHE_DIR to retrain).
+
+A folder holds one run (`bench.store.RunStore.claim`): another grid, other --set options or a
+smaller --limit are refused before anything is written, unless `overwrite` deletes the old run
+first. Scoring counts what it stored: a score "computed" is a record written now, and the videos
+of the run that cannot be scored (not generated, or damaged since) are failures named one by one.
+Metrics that `score_metrics` adds join the run's tables only when some video got a value.
 """
 
 from __future__ import annotations
@@ -57,8 +63,8 @@ from bench.executors.work import (
 from bench.grids import Cell, Grid
 from bench.metrics import METRICS
 from bench.prompts import BenchPrompt, load_prompts
-from bench.results import collect_scores, current_scores, results_table, write_results
-from bench.store import RunStore, provenance, resolve_run_dir
+from bench.results import collect_scores, current_scores, require_scores, results_table, write_results
+from bench.store import NOT_GENERATED, RunStore, provenance, resolve_run_dir
 
 PHASES = ("train", "generate", "score")
 # Training order in which every stage comes after the stages it needs (arlon.training.stages).
@@ -92,6 +98,8 @@ class RunSummary:
     table: pd.DataFrame | None = None
     files: dict[str, Path] = field(default_factory=dict)
     wall_s: dict[str, float] = field(default_factory=dict)
+    grid_as_run: Grid | None = None  # the grid saved in the run: with the metrics `score` added that got values
+    metrics_left_out: tuple[str, ...] = ()  # metrics asked of `score` that no video got a value for
 
     @property
     def ok(self) -> bool:
@@ -197,20 +205,21 @@ def _unit_id(cell: Cell, stage: str, upstream: dict[str, str]) -> str:
 
 def plan_scores(
     grid: Grid, prompts: list[BenchPrompt], store: RunStore, force: bool = False, metrics: tuple[str, ...] | None = None
-) -> tuple[list[ScoringJob], int, int]:
+) -> tuple[list[ScoringJob], int, list[tuple[Cell, str, str]]]:
     """(one scoring job per cell and metric backend with pending scores, scores already current,
-    videos not generated); `metrics`: only these of the grid's metrics (default: all)."""
+    (cell, video, why) of the videos that cannot be scored); `metrics`: only these of the grid's
+    metrics (default: all)."""
     by_id = {prompt.id: prompt for prompt in prompts}
-    jobs, current, missing = [], 0, 0
+    jobs, current, unavailable = [], 0, []
     for cell in grid.cells:
         stored = {(r["video"], r["metric"]): r.get("key") for r in store.read_scores(cell.id)}
         units = []
         for prompt in prompts:
             for k in range(grid.samples_per_prompt):
                 video = f"{prompt.id}-{k}"
-                record = store.video_record(cell.id, video, seed_for(prompt.id, k, grid.seed))
+                record, problem = store.check_video(cell.id, video, seed_for(prompt.id, k, grid.seed))
                 if record is None:
-                    missing += 1
+                    unavailable.append((cell, video, problem))
                     continue
                 for metric in grid.metrics if metrics is None else metrics:
                     key = score_key(record, metric, prompt.id)
@@ -222,7 +231,7 @@ def plan_scores(
             mine = tuple(unit for unit in units if METRICS.get(unit.metric).backend == backend)
             used = dict.fromkeys(unit.prompt_id for unit in mine)
             jobs.append(ScoringJob(cell.id, backend, mine, tuple(by_id[p] for p in used)))
-    return jobs, current, missing
+    return jobs, current, unavailable
 
 
 # ---------------------------------------------------------------------------------------------
@@ -241,30 +250,36 @@ def run_grid(
     phases: tuple[str, ...] = PHASES,
     cache_dir: str | os.PathLike | None = None,
     score_metrics: tuple[str, ...] | None = None,
+    overwrite: bool = False,
 ) -> RunSummary:
     """Train, generate, score and tabulate `grid` into `store` (see the module docstring).
 
     `executor`: an Executor or a key of EXECUTORS; `limit`: the first N prompts only; `phases`: a
     subset of PHASES ("generate" trains what it needs); `cache_dir`: the training cache (default
-    $ARLON_CACHE_DIR, else ~/.cache/arlon-bench); `score_metrics`: score only these of the grid's
-    metrics (`arlon-bench score --metrics/--backend`). Unit failures are collected in the summary.
+    $ARLON_CACHE_DIR, else ~/.cache/arlon-bench); `score_metrics`: score these metrics (added to the
+    grid's when some video gets a value; `arlon-bench score --metrics/--backend`); `overwrite`:
+    delete the run the folder holds first, whatever it is. Unit failures are collected in the summary.
     """
     unknown = [phase for phase in phases if phase not in PHASES]
     if unknown:
         raise BenchError(f"unknown phase(s) {unknown} (choices: {', '.join(PHASES)})")
     store = store if isinstance(store, RunStore) else RunStore(store)
-    if score_metrics:
-        grid = with_metrics(grid, score_metrics)
     progress = progress or no_progress
     prompts = load_prompts(grid.prompts, limit)
+    store.check_folder()  # before the lock file is made in a folder of other files
     owns_executor = isinstance(executor, str)
     with store.lock():
+        if overwrite:
+            store.clear()
+        added = store.claim(grid, limit)
+        grid = with_metrics(grid, added) if added else grid
+        new_metrics = tuple(m for m in dict.fromkeys(score_metrics or ()) if m not in grid.metrics)
         if owns_executor:
             executor = make_executor(executor)
         try:
             context = WorkContext(str(store.root.resolve()), str(cache_root(cache_dir).resolve()), executor.device)
             summary = RunSummary(store.root, grid.name, len(grid.cells), {phase: PhaseCounts() for phase in PHASES})
-            run = _Run(grid, store, executor, prompts, force, progress, context, summary, score_metrics)
+            run = _Run(grid, store, executor, prompts, force, progress, context, summary, score_metrics, added, new_metrics)
             return _run_locked(run, limit, phases)
         finally:
             if owns_executor:
@@ -331,6 +346,8 @@ class _Run:
     context: WorkContext
     summary: RunSummary
     score_metrics: tuple[str, ...] | None = None
+    added_metrics: tuple[str, ...] = ()  # metrics an earlier `score` added to the run
+    new_metrics: tuple[str, ...] = ()  # metrics this `score` adds, if some video gets a value
 
 
 def _run_locked(run: _Run, limit: int | None, phases: tuple[str, ...]) -> RunSummary:
@@ -352,17 +369,26 @@ def _run_locked(run: _Run, limit: int | None, phases: tuple[str, ...]) -> RunSum
         "cache_dir": run.context.cache_dir,
         "provenance": provenance(run.context.torch_device),
     }
-    store.save_grid(grid, limit)
+    store.save_grid(grid, limit, run.added_metrics)
     store.save_prompts(run.prompts)
     for cell in grid.cells:
         store.save_cell(cell)
     store.record_invocation(entry)
+    summary.grid_as_run = grid
     try:
         if "train" in phases or "generate" in phases:
             _train_and_generate(run, generate="generate" in phases)
         if "score" in phases:
-            _score(run)
+            _score(run, unavailable_fail="generate" not in phases)
             clock = time.perf_counter()
+            if run.new_metrics:
+                scored = collect_scores(with_metrics(grid, run.new_metrics), store, run.prompts)
+                valued = set(scored.loc[scored["value"].notna(), "metric"])
+                kept = tuple(m for m in run.new_metrics if m in valued)
+                summary.metrics_left_out = tuple(m for m in run.new_metrics if m not in valued)
+                if kept:
+                    grid = summary.grid_as_run = with_metrics(grid, kept)
+                    store.save_grid(grid, limit, run.added_metrics + kept)
             scores = collect_scores(grid, store, run.prompts)
             summary.table = results_table(grid, scores)
             summary.files = write_results(grid, store, summary.table, scores)
@@ -430,16 +456,42 @@ def _train_and_generate(run: _Run, generate: bool) -> None:
     summary.wall_s["generate"] = round(time.perf_counter() - clock, 2)
 
 
-def _score(run: _Run) -> None:
+def _score(run: _Run, unavailable_fail: bool) -> None:
+    """Score what is pending; `unavailable_fail`: a video of the run that cannot be scored is a failure
+    (when this invocation generated nothing: otherwise its generation failure already says so)."""
     clock = time.perf_counter()
-    jobs, current, _ = plan_scores(run.grid, run.prompts, run.store, run.force, run.score_metrics)
-    failures = run.executor.score(jobs, run.context, run.store.add_scores, run.progress) if jobs else []
+    metrics = run.score_metrics
+    jobs, current, unavailable = plan_scores(run.grid, run.prompts, run.store, run.force, metrics)
+    stored = 0
+
+    def commit(cell_id: str, records: list[dict]) -> None:
+        nonlocal stored
+        run.store.add_scores(cell_id, records)
+        stored += len(records)
+
+    failures = run.executor.score(jobs, run.context, commit, run.progress) if jobs else []
     run.summary.failures.extend(failures)
     scores = run.summary.counts["score"]
     scores.total = current + sum(len(job.units) for job in jobs)
-    scores.skipped, scores.failed = current, len(failures)
-    scores.run = scores.total - current - len(failures)
+    scores.skipped, scores.run = current, stored
+    # A failure may stand for many units (a metric its backend cannot compute at all): count units.
+    scores.failed = scores.total - current - stored
+    if unavailable_fail and unavailable:
+        per_video = len(metrics if metrics is not None else run.grid.metrics)
+        scores.total += per_video * len(unavailable)
+        scores.failed += per_video * len(unavailable)
+        command = run.store.resume_command()
+        run.summary.failures.extend(
+            UnitFailure("score", f"{cell.label}: {video}", unavailable_error(problem, command)) for cell, video, problem in unavailable
+        )
     run.summary.wall_s["score"] = round(time.perf_counter() - clock, 2)
+
+
+def unavailable_error(problem: str, resume_command: str) -> str:
+    """Why a video of a run cannot be scored (`RunStore.check_video`'s reason), and what makes it."""
+    if problem == NOT_GENERATED:
+        return f"not generated yet; resuming the run makes it: {resume_command}"
+    return f"{problem}; resuming the run makes it again: {resume_command}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -484,9 +536,12 @@ def run_status(store: RunStore, grid: Grid, limit: int | None = None) -> list[Ce
 
 
 def report_run(store: RunStore, grid: Grid, limit: int | None = None) -> tuple[pd.DataFrame, dict[str, Path]]:
-    """Rebuild the results table and its files from the scores in the store (computes nothing new)."""
+    """Rebuild the results table and its files from the scores in the store (computes nothing new);
+    a run without any score is a BenchError that says which command makes them. What the table
+    lacks is `run_coverage`'s to tell."""
     prompts = load_prompts(grid.prompts, limit)
     with store.lock():
         scores = collect_scores(grid, store, prompts)
+        require_scores(grid, store, prompts, scores)
         table = results_table(grid, scores)
         return table, write_results(grid, store, table, scores)

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from bench.cli.console import cli_console
+from bench.cli.console import cli_console, styled
 from bench.cli.grids import print_grid_warnings
 from bench.cli.options import DeviceOpt, SetOpt
 from bench.cli.progress import task_bars
@@ -47,7 +47,9 @@ ABLATE_EXAMPLES = """Examples:
 
   arlon-bench ablate --grid my_grid.yaml --executor ray --address auto
 
-Re-running the same command resumes: finished videos and scores are kept, half-written ones redone.
+Re-running the same command resumes: finished videos and scores are kept, half-written ones redone;
+a larger --limit (or none) extends the run. A run folder holds one run: another grid, other --set
+options or a smaller --limit are refused (use another --out, or --overwrite to replace the old run).
 Exit code 0: every unit finished; 1: some units failed (listed); 2: a usage or input error.
 """
 
@@ -58,6 +60,7 @@ GENERATE_EXAMPLES = """Examples:
   arlon-bench generate --grid layers --executor ray --workers 4
 
 Trains what the grid's cells need and writes their videos; `arlon-bench score RUN` scores them.
+The run folder's rules are ablate's: the same grid and --set options resume it, --overwrite replaces it.
 """
 
 SCORE_EXAMPLES = """Examples:
@@ -72,8 +75,14 @@ SCORE_EXAMPLES = """Examples:
 
 Scores already in the per-video score cache (ARLON_SCORE_CACHE, default ~/.cache/arlon-bench/scores)
 are reused, --force included (ARLON_SCORE_CACHE=off recomputes everything); --backend vbench needs
-`arlon-bench vbench setup` and the weights `arlon-bench vbench doctor` lists.
+`arlon-bench vbench setup` and the weights `arlon-bench vbench doctor` lists. A metric of --metrics
+joins the run's tables once a video gets a value for it. Videos of the run that are not generated or
+cannot be read are listed as failures (exit code 1).
 """
+OverwriteOpt = Annotated[
+    bool,
+    typer.Option("--overwrite", help="Replace the run the --out folder holds (its videos, scores and tables are deleted first)."),
+]
 # The VBench dimensions of the paper's ablation tables (Table 3): `--backend vbench` without --metrics.
 ABLATION_DIMENSIONS = (
     "subject_consistency", "background_consistency", "motion_smoothness",
@@ -92,8 +101,11 @@ def _run(
     force: bool,
     limit: int | None,
     score_metrics: tuple[str, ...] | None = None,
+    overwrite: bool = False,
 ) -> None:
     console = cli_console()
+    if overwrite and store.holds_run():
+        console.print(f"--overwrite: replacing the run in {store.root}: {store.describe()}")
     torch_device = parse_device(device)
     runner = make_executor(executor, address=address, workers=workers, device=str(torch_device) if torch_device else None)
     console.print(Text.assemble(
@@ -105,13 +117,19 @@ def _run(
         with task_bars(console) as progress:
             summary = run_grid(
                 grid, store, runner, force=force, limit=limit, progress=progress, phases=phases,
-                score_metrics=score_metrics,
+                score_metrics=score_metrics, overwrite=overwrite,
             )
     finally:
         runner.close()
-    if summary.table is not None:  # the run ends with its report (tables, figures, report.html)
+    grid = summary.grid_as_run or grid
+    if summary.table is not None and summary.table["videos"].sum() > 0:  # the run ends with its report
         report = write_report(store, grid, limit)
         summary.files.update({f"report/{name}": path for name, path in report.files.items()})
+    if summary.metrics_left_out:
+        console.print(styled(
+            "not added to the run's tables, no video got a value:", "yellow",
+            f"{', '.join(summary.metrics_left_out)} (the failures below say why)",
+        ))
     show_summary(console, grid, summary)
 
 
@@ -137,6 +155,7 @@ def ablate(
     force: ForceOpt = False,
     out: OutOpt = None,
     device: DeviceOpt = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Run an ablation grid: train what each cell needs, generate its videos, score them, print and save the table.
 
@@ -145,7 +164,7 @@ def ablate(
     """
     loaded = load_grid(grid, overrides or [])
     store = RunStore(out or Path(DEFAULT_RUNS_DIR) / loaded.name)
-    _run(loaded, store, PHASES, executor, address, workers, device, force, limit)
+    _run(loaded, store, PHASES, executor, address, workers, device, force, limit, overwrite=overwrite)
 
 
 def generate(
@@ -158,11 +177,12 @@ def generate(
     force: ForceOpt = False,
     out: OutOpt = None,
     device: DeviceOpt = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Train what a grid's cells need and generate their videos, without scoring them."""
     loaded = load_grid(grid, overrides or [])
     store = RunStore(out or Path(DEFAULT_RUNS_DIR) / loaded.name)
-    _run(loaded, store, ("train", "generate"), executor, address, workers, device, force, limit)
+    _run(loaded, store, ("train", "generate"), executor, address, workers, device, force, limit, overwrite=overwrite)
 
 
 def score(

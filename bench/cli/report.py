@@ -8,11 +8,13 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from bench.cli.console import cli_console
+from bench.cli.console import cli_console, styled
 from bench.cli.run_options import RunArg
 from bench.cli.tables import results_rich_table
 from bench.grids import Grid
+from bench.prompts import load_prompts
 from bench.report import Report, write_report
+from bench.results import run_coverage
 from bench.runner import open_run, report_run
 from bench.store import RunStore
 
@@ -27,6 +29,9 @@ EXAMPLES = """Examples:
 Writes results.md, results.csv (+ results.parquet with pyarrow) and scores.csv in the run folder,
 and under <run>/report/: tables.md, tables.tex (booktabs), tables.csv, summary.csv, figures/*.png
 and *.pdf, and report.html (self-contained: tables, figures, videos, provenance).
+Exit code 0: the report covers every video and score of the run; 1: it was written, but videos that
+are not generated or cannot be read (named) or missing scores are left out (warnings say which and
+the command that fills them in); 2: nothing to report (no score yet) or an input error.
 """
 
 ReportOutOpt = Annotated[Optional[str], typer.Option("--out", help="Report folder (default: <run>/report).")]
@@ -57,3 +62,15 @@ def report(run: RunArg, out: ReportOutOpt = None, videos: VideosOpt = 6) -> None
     for path in files.values():
         console.print(f"wrote {path}", soft_wrap=True)
     write_run_report(console, store, grid, limit, out, videos)
+    if show_coverage(store, grid, limit):
+        raise typer.Exit(1)
+
+
+def show_coverage(store: RunStore, grid: Grid, limit: int | None) -> bool:
+    """Warn (on stderr) about every gap of the run's tables; whether there is one."""
+    coverage = run_coverage(grid, store, load_prompts(grid.prompts, limit))
+    lines = coverage.warnings(store)
+    errors = cli_console(stderr=True)
+    for line in lines:
+        errors.print(styled("warning:", "yellow", line), soft_wrap=True)
+    return bool(lines)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bench.cli.console import cli_console
+from bench.cli.report import show_coverage
 from bench.cli.run_options import RunArg
 from bench.cli.tables import status_rich_table
 from bench.runner import open_run, run_status
@@ -30,4 +31,5 @@ def status(run: RunArg) -> None:
     )
     latest = (store.read_json("manifest.json") or {}).get("latest")
     if latest:
-        console.print(f"last invocation: {latest['started']} ({latest['status']})")
+        console.print(f"last invocation: {latest.get('started', 'unknown')} ({latest.get('status', 'unknown')})")
+    show_coverage(store, grid, limit)  # names what is missing; the exit code stays 0 (status only reads)

@@ -9,7 +9,9 @@ prompts and paired differences, figures, and one self-contained HTML page, under
 
 Files: tables.md, tables.tex (booktabs), tables.csv (long form), summary.csv (one row per cell and
 metric with its interval, difference, p-value), figures/*.png + *.pdf, report.html.
-Reads the store only; computes no score.
+Reads the store only; computes no score. A run without any score is a BenchError saying what to
+run first; what a report lacks is `bench.results.run_coverage`'s to tell (`arlon-bench report`
+prints it and exits with code 1).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from arlon.checkpoints.io import atomic_write_bytes
+from bench.errors import BenchError
 from bench.executors.work import seed_for
 from bench.grids import Grid
 from bench.prompts import load_prompts
@@ -29,8 +32,8 @@ from bench.report.plots import FigureFile, write_figures
 from bench.report.provenance import provenance_markdown, run_provenance
 from bench.report.stats import summarize
 from bench.report.tables import REFERENCE_DIR, ReportTable, build_tables, to_latex, to_markdown, to_records
-from bench.results import collect_scores
-from bench.store import RunStore
+from bench.results import collect_scores, require_scores
+from bench.store import RunStore, owning_run
 
 DEFAULT_VIDEO_PROMPTS = 6  # rows of the HTML page's video grid
 
@@ -67,8 +70,12 @@ def write_report(
 ) -> Report:
     """Write the run's report under `out` (default `<run>/report/`); see the module docstring."""
     directory = Path(out) if out is not None else store.root / "report"
+    other = owning_run(directory)
+    if other is not None and other.resolve() != store.root.resolve():
+        raise BenchError(f"{directory} is inside the run {other}; write the report of {store.root} elsewhere (--out)")
     prompts = load_prompts(grid.prompts, limit)
     scores = collect_scores(grid, store, prompts)
+    require_scores(grid, store, prompts, scores)
     summary = summarize(grid, scores)
     tables = build_tables(grid, summary, reference_dir)
     provenance = run_provenance(store, grid)

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -24,6 +25,7 @@ from bench.store import RunStore, file_sha256
 
 from mini_run import mini_cache, write_mini_grid  # noqa: F401  (mini_cache is a fixture)
 from tests.bench.cli_runner import run_main as _main
+from tests.bench.metrics.fake_run import make_fake_run
 
 runner = CliRunner()
 REPO = Path(__file__).resolve().parents[2]
@@ -195,3 +197,168 @@ def test_a_second_run_on_the_same_store_is_refused_and_the_first_finishes_intact
         assert file_sha256(record_path.with_suffix(".mp4")) == json.loads(record_path.read_text())["sha256"]
     assert len(list(run.glob("cells/*/videos/*.mp4"))) == 16
     assert store.read_json("manifest.json")["latest"]["status"] == "ok"
+
+
+def _snapshot(run: Path) -> dict[str, tuple[bytes, int]]:
+    """Every file of a run (its lock aside): content and modification time."""
+    return {str(p.relative_to(run)): (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(run.rglob("*")) if p.is_file() and p.name != ".lock"}
+
+
+def test_a_finished_run_is_never_overwritten_by_other_settings(tmp_path, mini_cache, capsys, monkeypatch):
+    monkeypatch.setenv("ARLON_CACHE_DIR", str(mini_cache))
+    monkeypatch.setenv("COLUMNS", "200")
+    grid, run = write_mini_grid(tmp_path, prompts=2, samples=1), tmp_path / "run"
+    ablate = ["ablate", "--grid", str(grid), "--out", str(run), "--executor", "local"]
+    assert run_grid(load_grid(grid), run, limit=1, cache_dir=mini_cache).ok  # as `ablate --limit 1`, without its report
+    before = _snapshot(run)
+    (tmp_path / "edited").mkdir()
+    other_grid = write_mini_grid(tmp_path / "edited", layers="[first:1, last:2]", prompts=2, samples=1)  # same name, edited
+    refusals = [
+        (ablate + ["--set", "seed=1"], "holds another run: seed 0 -> 1; --set options none -> --set seed=1. Nothing was changed"),
+        (ablate + ["--set", "flow.num_sampling_steps=3"], "configured differently (config.flow.num_sampling_steps 2 -> 3)"),
+        (["generate", "--grid", str(grid), "--out", str(run), "--set", "samples_per_prompt=2"], "samples_per_prompt 1 -> 2"),
+        (["ablate", "--grid", str(other_grid), "--out", str(run)], "cell(s) 'layers=last:2' added; cell(s) 'layers=last:1' removed"),
+        (["ablate", "--grid", "layers", "--out", str(run)], "grid 'mini' -> 'layers'"),
+    ]
+    for args, difference in refusals:
+        code, _, err = _main(capsys, monkeypatch, *args)
+        assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+        assert difference in err and "--out" in err and "--overwrite" in err
+        assert f"resume the run with its own grid and options (arlon-bench ablate --grid {grid} --out {run} --limit 1)" in err
+        assert _snapshot(run) == before, args
+
+    # A larger limit extends the run: the finished videos stay as they are.
+    extended = run_grid(load_grid(grid), run, limit=2, cache_dir=mini_cache)
+    assert (extended.counts["generate"].run, extended.counts["generate"].skipped) == (3, 3)
+    assert {k: v for k, v in _snapshot(run).items() if k.endswith(".mp4") and k in before} == {
+        k: v for k, v in before.items() if k.endswith(".mp4")
+    }
+    code, _, err = _main(capsys, monkeypatch, *ablate, "--limit", "1")
+    assert code == 2 and f"error: {run} covers 2 prompt(s); --limit 1 would cut its tables to 1" in err
+
+    # --overwrite replaces the run, and says what it replaces.
+    code, out, err = _main(capsys, monkeypatch, *ablate, "--set", "seed=1", "--limit", "1", "--overwrite")
+    assert code == 0, err
+    assert f"--overwrite: replacing the run in {run}: grid 'mini', 3 cell(s), 6 finished video(s), 18 score(s)" in out
+    assert "videos 3 made, 0 already done" in out and len(list(run.glob("cells/*/videos/*.mp4"))) == 3
+    assert json.loads((run / "run.json").read_text())["overrides"] == ["seed=1"]
+
+
+def test_a_folder_that_is_not_a_run_is_not_written_into(tmp_path, mini_cache, capsys, monkeypatch):
+    monkeypatch.setenv("ARLON_CACHE_DIR", str(mini_cache))
+    folder = tmp_path / "papers"
+    folder.mkdir()
+    (folder / "results.csv").write_text("mine\n")
+    grid = write_mini_grid(tmp_path, prompts=1, samples=1)
+    for overwrite in ([], ["--overwrite"]):  # --overwrite replaces a run, never other files
+        code, _, err = _main(capsys, monkeypatch, "ablate", "--grid", str(grid), "--out", str(folder), *overwrite)
+        assert code == 2 and f"error: {folder} is not a run folder (it holds results.csv)" in err
+        assert [p.name for p in folder.iterdir()] == ["results.csv"] and (folder / "results.csv").read_text() == "mine\n"
+
+
+def test_score_and_report_name_a_damaged_video_and_count_honestly(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.setenv("ARLON_SCORE_CACHE", "off")
+    store, grid = make_fake_run(tmp_path)
+    run = str(store.root)
+    code, _, err = _main(capsys, monkeypatch, "report", run)  # generated, never scored
+    assert code == 2 and err.strip().splitlines() == [
+        f"error: {run} has no scores to report (12 of 12 videos generated, 0 of 36 scores); run `arlon-bench score {run}` first"
+    ]
+    assert not (store.root / "report").exists()
+
+    code, out, _ = _main(capsys, monkeypatch, "score", run, "--executor", "local")
+    assert code == 0 and "scores 36 computed, 0 current" in out
+    damaged = store.video_path(grid.cells[0].id, "toy_heldout_0_00001-0")
+    damaged.write_bytes(damaged.read_bytes()[:-50])
+
+    code, out, err = _main(capsys, monkeypatch, "report", run)
+    assert code == 1 and "Traceback" not in err
+    assert err.splitlines()[0] == (
+        f"warning: 1 of 12 videos cannot be read and are left out of the tables: baseline toy_heldout_0_00001-0 (its mp4 "
+        f"does not match its record: damaged or replaced); `arlon-bench ablate --grid {tmp_path / 'mini.yaml'} --out {run}` makes them again"
+    )
+    assert err.splitlines()[1] == "warning: the tables rest on 11 of 12 videos and 33 of 36 scores"
+    assert "│ baseline       │      3 │" in out and "│ layers=first:1 │      4 │" in out
+    assert "(n=3)" in (store.root / "results.md").read_text()  # the short mean says so in the saved table too
+    table = pd.read_csv(store.root / "results.csv")
+    assert list(table["toy_colour_fidelity_videos"]) == [3, 4, 4]
+
+    code, out, _ = _main(capsys, monkeypatch, "score", run, "--executor", "local")
+    assert code == 1 and "scores 0 computed, 33 current | 3 failed" in out
+    assert "baseline: toy_heldout_0_00001-0" in out and "does not match its record" in out
+
+
+def test_scoring_without_the_vbench_environment_counts_nothing_and_adds_no_empty_column(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.setenv("ARLON_SCORE_CACHE", "off")
+    monkeypatch.setenv("ARLON_VBENCH_ENV", str(tmp_path / "no-env"))
+    store, grid = make_fake_run(tmp_path, prompts=1, samples=2)
+    run = str(store.root)
+    grid_yaml = (store.root / "grid.yaml").read_text()
+    code, out, _ = _main(capsys, monkeypatch, "score", run, "--backend", "vbench", "--executor", "local")
+    assert code == 1
+    assert "scores 0 computed, 0 current | 36 failed" in out  # 6 videos x the 6 dimensions of Table 3
+    assert "not added to the run's tables, no video got a value: subject_consistency, background_consistency" in out
+    assert "no VBench environment at" in out
+    assert (store.root / "grid.yaml").read_text() == grid_yaml
+    assert "subject_consistency" not in pd.read_csv(store.root / "results.csv").columns
+
+    code, out, _ = _main(capsys, monkeypatch, "score", run, "--metrics", "temporal_flickering_formula", "--executor", "local")
+    assert code == 0 and "temporal_flickering_formula" in out
+    assert "temporal_flickering_formula" in load_grid(store.root / "grid.yaml").metrics
+    assert RunStore(store.root).claim(grid, None) == ("temporal_flickering_formula",)  # resuming keeps it
+
+
+def test_hand_damaged_run_files_are_one_line_and_derived_ones_are_recomputed(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.setenv("ARLON_SCORE_CACHE", "off")
+    store, grid = make_fake_run(tmp_path, prompts=1, samples=1)
+    run = str(store.root)
+    ablate = ["ablate", "--grid", str(tmp_path / "mini.yaml"), "--out", run, "--executor", "local"]
+    code, out, err = _main(capsys, monkeypatch, *ablate)  # every video is there: nothing to train
+    assert code == 0 and "videos 0 made, 3 already done | scores 9 computed" in out, err
+    settings = (store.root / "run.json").read_text()
+
+    damaged = {
+        "run.json": ('{"grid": "mini", "limit": ', "it records the run's --set options and --limit; restore it, or rewrite it by resuming the run: arlon-bench ablate"),
+        "grid.yaml": ("name: [\n", "it is the grid as run; restore it from a copy, or start the run again with --overwrite"),
+        "manifest.json": ('{"invocations": 3}', "it is the run's history of invocations; restore it, or move it aside"),
+    }
+    for name, (text, remedy) in damaged.items():
+        kept = (store.root / name).read_text()
+        (store.root / name).write_text(text)
+        for command in (["status", run], ["report", run], ["score", run]):
+            code, _, err = _main(capsys, monkeypatch, *command)
+            assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, (name, command, err)
+            assert err.startswith(f"error: {store.root / name} is damaged") and remedy in err
+        (store.root / name).write_text(kept)
+
+    # run.json is rebuilt by resuming the run, checked against grid.yaml and the cell folders
+    (store.root / "run.json").write_text("{")
+    code, _, err = _main(capsys, monkeypatch, *ablate, "--set", "seed=1")
+    assert code == 2 and "holds another run: seed 0 -> 1" in err
+    code, out, err = _main(capsys, monkeypatch, *ablate)
+    assert code == 0 and "videos 0 made, 3 already done" in out, err
+    assert json.loads((store.root / "run.json").read_text()) == json.loads(settings)
+
+    # a damaged score line is scored again; a damaged video record makes its video again
+    scores = store.scores_path(grid.cells[0].id)
+    scores.write_text(scores.read_text().replace('"metric": "toy_layout_iou"', '"metric": ', 1))
+    code, _, err = _main(capsys, monkeypatch, "report", run)
+    assert code == 1 and "1 scores of finished videos are missing (baseline toy_layout_iou: 1)" in err
+    code, out, _ = _main(capsys, monkeypatch, "score", run, "--executor", "local")
+    assert code == 0 and "scores 1 computed, 8 current" in out
+    code, _, err = _main(capsys, monkeypatch, "report", run)
+    assert code == 0 and not err
+
+
+def test_a_report_is_not_written_into_another_run(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("ARLON_SCORE_CACHE", "off")
+    mine, _ = make_fake_run(tmp_path / "a", prompts=1, samples=1, single_cell=True)
+    theirs, _ = make_fake_run(tmp_path / "b", prompts=1, samples=1, single_cell=True)
+    assert _main(capsys, monkeypatch, "score", str(mine.root), "--executor", "local")[0] == 0
+    before = _snapshot(theirs.root)
+    code, _, err = _main(capsys, monkeypatch, "report", str(mine.root), "--out", str(theirs.root / "report"))
+    assert code == 2 and f"error: {theirs.root / 'report'} is inside the run {theirs.root}; write the report of {mine.root} elsewhere" in err
+    assert _snapshot(theirs.root) == before

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 import multiprocessing
 import os
@@ -10,7 +11,19 @@ import pytest
 
 from arlon.data.video_io import write_video
 from bench.errors import BenchError
-from bench.store import RunLockedError, RunStore, file_sha256, git_commit, resolve_run_dir
+from bench.grids import load_grid
+from bench.prompts import load_prompts
+from bench.store import (
+    NOT_GENERATED,
+    RunFileError,
+    RunLockedError,
+    RunMismatchError,
+    RunStore,
+    file_sha256,
+    git_commit,
+    resolve_run_dir,
+)
+from tests.bench.metrics.fake_run import make_fake_run
 
 
 def test_a_second_holder_of_the_lock_is_refused(tmp_path):
@@ -119,3 +132,106 @@ def test_runs_are_found_by_path_or_name(tmp_path, monkeypatch):
     assert resolve_run_dir("layers") == Path("runs") / "layers"
     with pytest.raises(BenchError, match="no run at 'fusion'"):
         resolve_run_dir("fusion")
+
+
+def _damage(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+@pytest.mark.parametrize(
+    "name, text, what",
+    [
+        ("run.json", '{"grid": "mini", "limit": ', "is damaged (not JSON"),
+        ("run.json", '{"limit": "two"}', "is damaged (unexpected content)"),
+        ("manifest.json", "[1, 2]", "is damaged (unexpected content)"),
+        ("grid.yaml", "name: [\n", "is damaged ("),
+    ],
+)
+def test_a_damaged_run_file_is_one_clear_error_naming_it_and_the_way_out(tmp_path, name, text, what):
+    store, _ = make_fake_run(tmp_path, prompts=1, samples=1, single_cell=True)
+    store.record_invocation({"started": "t1", "status": "ok", "phases": ["train", "generate"], "grid_source": "mini.yaml"})
+    _damage(store.root / name, text)
+    with pytest.raises(RunFileError) as caught:
+        store.load_grid()
+        store.read_json("manifest.json")
+    message = str(caught.value)
+    assert message.startswith(f"{store.root / name} {what}") and "\n" not in message
+    remedy = {"run.json": "rewrite it by resuming the run: arlon-bench ablate --grid", "manifest.json": "move it aside",
+              "grid.yaml": "--overwrite"}[name]
+    assert remedy in message
+
+
+def test_damaged_score_lines_and_video_records_are_derived_data_made_again(tmp_path):
+    store, grid = make_fake_run(tmp_path, prompts=1, samples=1, single_cell=True)
+    cell = grid.cells[0].id
+    store.add_scores(cell, [{"video": "toy_heldout_0_00000-0", "metric": "m", "value": 0.5, "key": "k"}])
+    with open(store.scores_path(cell), "a") as f:
+        f.write('"x"\n{"video": 3, "metric": "m"}\n{"video": "a", "metric": "m", "value": "high"}\n{"video": "a", "metr\n')
+    assert [(r["video"], r["value"]) for r in store.read_scores(cell)] == [("toy_heldout_0_00000-0", 0.5)]
+    store.add_scores(cell, [{"video": "b", "metric": "m", "value": 1.0, "key": "k"}])  # rewrites the file whole
+    assert len(store.scores_path(cell).read_text().splitlines()) == 2
+
+    record = store.video_record_path(cell, "toy_heldout_0_00000-0")
+    for text in ("[1]", '{"seed": 1}', "{"):
+        record.write_text(text)
+        assert store.check_video(cell, "toy_heldout_0_00000-0") == (None, "its record toy_heldout_0_00000-0.json is damaged")
+    record.unlink()
+    assert store.check_video(cell, "toy_heldout_0_00000-0")[1] == "its mp4 has no record (its generation was interrupted)"
+    assert store.check_video(cell, "toy_heldout_0_00000-9") == (None, NOT_GENERATED)
+
+
+def test_a_run_folder_is_claimed_by_one_grid_and_extended_by_a_larger_limit(tmp_path):
+    store, grid = make_fake_run(tmp_path, prompts=2, samples=1)
+    store.save_grid(grid, 1)
+    source = tmp_path / "mini.yaml"
+    assert store.claim(grid, 1) == () and store.claim(grid, 2) == () and store.claim(grid, None) == ()
+    with pytest.raises(RunMismatchError, match=r"covers 2 prompt\(s\); --limit 1 would cut its tables to 1") as caught:
+        store.save_grid(grid, None)
+        store.claim(grid, 1)
+    assert "resume it without --limit (or with --limit 2)" in str(caught.value)
+    with pytest.raises(RunMismatchError, match=r"holds another run: seed 0 -> 1; --set options none -> --set seed=1\. Nothing was changed"):
+        store.claim(load_grid(source, ["seed=1"]), None)
+    with pytest.raises(RunMismatchError, match=r"'layers=last:1' configured differently \(config\.flow\.num_sampling_steps 2 -> 3\)"):
+        store.claim(load_grid(source, ["flow.num_sampling_steps=3"]), None)
+    edited = tmp_path / "edited" / "mini.yaml"
+    edited.parent.mkdir()
+    edited.write_text(source.read_text().replace("[first:1, last:1]", "[first:1]").replace("samples_per_prompt: 1", "samples_per_prompt: 2"))
+    with pytest.raises(RunMismatchError, match=r"samples_per_prompt 1 -> 2; cell\(s\) 'layers=last:1' removed"):
+        store.claim(load_grid(edited), None)
+
+    # an edited prompt file: the run's prompts are not those of the grid any more
+    prompts = load_prompts(grid.prompts)
+    store.save_prompts([prompts[0], dataclasses.replace(prompts[1], id="p9", text="a blue cat")])
+    with pytest.raises(RunMismatchError, match=r"1 of the run's 2 prompts are gone \('a blue cat'; was the prompt file edited\?\)"):
+        store.claim(grid, None)
+    store.save_prompts(prompts)
+
+    # `score --metrics` added a metric: it stays in the run when the grid file (without it) resumes it
+    store.save_grid(load_grid(source, ["metrics=[toy_colour_fidelity,toy_layout_iou,toy_temporal_flicker,temporal_flickering_formula]"]), None,
+                    ("temporal_flickering_formula",))
+    assert store.claim(grid, None) == ("temporal_flickering_formula",)
+    # run.json lost: checked against grid.yaml and the cell folders instead
+    (store.root / "run.json").unlink()
+    assert store.claim(grid, None) == ("temporal_flickering_formula",)
+    with pytest.raises(RunMismatchError, match=r"cell\(s\) 'baseline', 'layers=first:1', 'layers=last:1' configured differently"):
+        store.claim(load_grid(source, ["flow.num_sampling_steps=3"]), None)
+
+
+def test_a_folder_of_other_files_is_refused_and_clear_deletes_only_run_files(tmp_path):
+    foreign = tmp_path / "notes"
+    foreign.mkdir()
+    (foreign / "todo.txt").write_text("mine")
+    with pytest.raises(RunMismatchError, match=r"notes is not a run folder \(it holds todo.txt\); write the run to a new or empty folder"):
+        RunStore(foreign).check_folder()
+    with pytest.raises(RunMismatchError, match="is a file; --out takes a folder"):
+        RunStore(foreign / "todo.txt").check_folder()
+    RunStore(tmp_path / "new").check_folder()
+
+    store, _ = make_fake_run(tmp_path / "x", prompts=1, samples=1)
+    (store.root / "notes.txt").write_text("mine")
+    (store.root / "report").mkdir()
+    store.check_folder()
+    assert store.describe() == "grid 'mini', 3 cell(s), 3 finished video(s), 0 score(s)"
+    assert sorted(store.clear()) == ["cells", "grid.yaml", "report", "run.json"]
+    assert sorted(p.name for p in store.root.iterdir()) == ["notes.txt"]
