@@ -74,7 +74,8 @@ def test_a_lopsided_interval_prints_as_an_interval():
 def test_results_table_through_report_on_80_columns(tmp_path, monkeypatch, capsys):
     store, _ = make_fake_run(tmp_path, prompts=2, samples=1)
     monkeypatch.setenv("COLUMNS", "80")
-    metrics = ("toy_colour_fidelity", "toy_shape_accuracy", "toy_motion_accuracy", "toy_temporal_flicker", "temporal_flickering_formula")
+    metrics = ("toy_colour_fidelity", "toy_shape_accuracy", "toy_motion_accuracy", "toy_layout_iou", "toy_temporal_flicker",
+               "temporal_flickering_formula")
     code, _, err = run_main(capsys, monkeypatch, "score", str(store.root), "--metrics", ",".join(metrics), "--executor", "local")
     assert code == 0, err
     code, out, err = run_main(capsys, monkeypatch, "report", str(store.root), "--videos", "0")
