@@ -166,11 +166,16 @@ class InjectionConfig:
 class NoiseConfig:
     """Noise-resilient training of the injector (paper section 2.3, eq. 7)."""
 
-    strategy: str = "uncertainty"  # key of arlon.injection.noise.NOISE_STRATEGIES
+    # key of arlon.injection.noise.NOISE_STRATEGIES: "none", "gaussian", "uncertainty" (eq. 7 as written)
+    # or "uncertainty_mean_preserving" (the reading that keeps the feature's scale; docs/noise-strategies.md)
+    strategy: str = "uncertainty"
     probability: float = 0.1  # per adapter block, training only (section 4.1)
-    gaussian_scale: float = 0.1  # std of the additive noise of the "gaussian" strategy
-    # lambda of "uncertainty" (eq. 7): s ~ N(1, lambda) scales sigma, mu_hat ~ N(mu, lambda * sigma);
-    # the paper gives no value, so 1.0 keeps eq. 7's unit spreads
+    # std of the additive noise of "gaussian": the paper gives none; 0.1 is ours, about a tenth of the
+    # condition's spread (it decodes DiT latents normalised to about unit variance)
+    gaussian_scale: float = 0.1
+    # lambda, multiplying the spreads of both uncertainty strategies' draws. "uncertainty": sigma_hat ~
+    # N(1, lambda * sigma), mu_hat ~ N(mu, lambda * sigma); "uncertainty_mean_preserving": s ~ N(1, lambda)
+    # scales sigma, mu_hat ~ N(mu, lambda * sigma). Eq. 7 has no such factor: 1.0 is eq. 7 itself.
     uncertainty_scale: float = 1.0
 
 

@@ -7,10 +7,16 @@ part of Table 4 and T5-XXL's weights are not needed to time the rest.
 
 Where the device cannot run the preset (the paper preset on a CPU), the models are built on the
 meta device: parameters and FLOPs are exact, latency and memory are left empty.
+
+FLOPs come in two counts (`GFLOPS_NOTE`): per call, as the sampler runs it, where classifier-free
+guidance makes every DiT step (and the guided AR model's generation) one batch of 2, the prompt and
+the null caption; and per forward, the same call for one sample, which is what the paper's Table 4
+counts (Open-Sora v1.2's 42,626 GFLOPs x 30 steps: one forward per step).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import asdict, dataclass
 from typing import Callable
@@ -28,14 +34,23 @@ from arlon.models.video_vae import build_video_vae
 META = torch.device("meta")
 
 
+GFLOPS_NOTE = (
+    "GFLOPs per forward: the call for one sample, the unit of the paper's Table 4 (compare these with it); "
+    "GFLOPs per call: as run, where classifier-free guidance makes each DiT step (and a guided AR "
+    "generation) a batch of 2, prompt and null caption, so twice the per-forward count"
+)
+
+
 @dataclass
 class PerfRow:
     component: str
     call: str
     params_total: int
     params_trainable: int
-    gflops: float
-    latency_s: float | None
+    batch: int  # samples in one call: 2 for a classifier-free guidance batch (prompt + null caption)
+    gflops_call: float  # the call as run, its whole batch
+    gflops_per_forward: float  # the same call for one sample: what the paper's Table 4 counts
+    latency_s: float | None  # of the call as run
     peak_mem_gib: float | None
 
 
@@ -50,9 +65,9 @@ class PerfReport:
     baseline_steps: int
 
     def totals(self) -> dict[str, dict[str, float | None]]:
-        """End-to-end GFLOPs and seconds: ARLON (AR + VQ decode + injector conditions, computed once,
-        + N injected DiT steps + VAE decode)
-        against the baseline (M plain DiT steps + VAE decode), as Table 4 adds them up."""
+        """End-to-end GFLOPs (per forward, and per call as run) and seconds: ARLON (AR + VQ decode +
+        injector conditions, computed once, + N injected DiT steps + VAE decode) against the baseline
+        (M plain DiT steps + VAE decode), as Table 4 adds them up."""
         row = {r.component: r for r in self.rows}
 
         def total(parts: list[tuple[str, int]], field: str) -> float | None:
@@ -64,27 +79,28 @@ class PerfReport:
         arlon = [("ar", 1), ("latent_vq", 1), ("injector", 1), ("dit_step_arlon", self.arlon_steps), ("vae_decode", 1)]
         baseline = [("dit_step_baseline", self.baseline_steps), ("vae_decode", 1)]
         return {
-            f"arlon ({self.arlon_steps} steps)": {"gflops": total(arlon, "gflops"), "latency_s": total(arlon, "latency_s")},
-            f"baseline ({self.baseline_steps} steps)": {
-                "gflops": total(baseline, "gflops"),
-                "latency_s": total(baseline, "latency_s"),
-            },
+            f"{name} ({steps} steps)": {field: total(parts, field) for field in ("gflops_per_forward", "gflops_call", "latency_s")}
+            for name, steps, parts in (("arlon", self.arlon_steps, arlon), ("baseline", self.baseline_steps, baseline))
         }
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "totals": self.totals()}
+        return {**asdict(self), "totals": self.totals(), "gflops_note": GFLOPS_NOTE}
 
 
 def _count(module: torch.nn.Module) -> tuple[int, int]:
     return sum(p.numel() for p in module.parameters()), sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
-def _measure(fn: Callable[[], object], device: torch.device, repeats: int) -> tuple[float, float | None, float | None]:
-    """(GFLOPs of one call, median latency in s, peak memory in GiB); the last two None on meta."""
+def _gflops(fn: Callable[[], object]) -> float:
     counter = FlopCounterMode(display=False)
     with counter:
         fn()
-    gflops = counter.get_total_flops() / 1e9
+    return counter.get_total_flops() / 1e9
+
+
+def _measure(fn: Callable[[], object], device: torch.device, repeats: int) -> tuple[float, float | None, float | None]:
+    """(GFLOPs of one call, median latency in s, peak memory in GiB); the last two None on meta."""
+    gflops = _gflops(fn)
     if device.type == "meta":
         return gflops, None, None
     fn()  # warm-up: kernels, allocator, caches
@@ -139,7 +155,7 @@ def measure_components(
     codes = torch.zeros((1, *grid), dtype=torch.long, device=run_device)
     tokens = ar.codes_to_tokens(codes)
     latent = randn(1, C, T, H, W)
-    y = randn(2, 1, L, cfg.text.dim)  # CFG batch: conditional + null caption
+    y = randn(2, 1, L, cfg.text.dim)  # CFG batch: conditional + null caption (its first row alone: one forward)
     x = randn(2, C, T, H, W)
     t = torch.full((2,), 500.0, device=run_device)
     size_kwargs = dict(
@@ -149,39 +165,46 @@ def measure_components(
     )
     injection = injector(latent)
 
+    def dit_step(batch: int, with_injection: bool) -> Callable[[], object]:
+        extra = {"injection": injection} if with_injection else {}
+        return lambda: backbone(x[:batch], t[:batch], y[:batch], mask=text_mask, **extra, **size_kwargs)
+
+    # (component, call, as run, its batch, the same call for one sample, module counted)
     if run_device.type == "meta":
-        ar_call = ("forward over the whole token sequence", lambda: ar(text, text_mask, tokens))
+        ar_call = ("forward over the whole token sequence", lambda: ar(text, text_mask, tokens), 1, None)
     else:
         # With AR guidance the empty prompt's embedding runs beside the prompt, as in the pipeline.
         guided = cfg.ar_sampling.cfg_scale != 1.0
         null_text = randn(1, L, cfg.text.dim) if guided else None
         null_mask = text_mask if guided else None
+        unguided = dataclasses.replace(cfg.ar_sampling, cfg_scale=1.0)
         ar_call = (
             f"generate {tokens.shape[1]} tokens with the KV cache" + (" (CFG batch 2)" if guided else ""),
             lambda: ar.generate(
                 text, text_mask, grid=grid, sampling=cfg.ar_sampling, null_text_emb=null_text, null_text_mask=null_mask
             ),
+            2 if guided else 1,
+            (lambda: ar.generate(text, text_mask, grid=grid, sampling=unguided)) if guided else None,
         )
     calls = [
         ("ar", *ar_call, ar),
-        ("latent_vq", f"decode {grid} codes to F", lambda: ar_vq.decode(codes), ar_vq),
-        ("injector", "adapters + noise: F -> per-layer conditions", lambda: injector(latent), injector),
-        ("dit_step_baseline", "backbone forward, CFG batch 2", lambda: backbone(x, t, y, mask=text_mask, **size_kwargs), backbone),
+        ("latent_vq", f"decode {grid} codes to F", lambda: ar_vq.decode(codes), 1, None, ar_vq),
+        ("injector", "adapters + noise: F -> per-layer conditions", lambda: injector(latent), 1, None, injector),
+        ("dit_step_baseline", "backbone forward, CFG batch 2", dit_step(2, False), 2, dit_step(1, False), backbone),
+        ("dit_step_arlon", "backbone + injection forward, CFG batch 2", dit_step(2, True), 2, dit_step(1, True), injector),
         (
-            "dit_step_arlon",
-            "backbone + injection forward, CFG batch 2",
-            lambda: backbone(x, t, y, mask=text_mask, injection=injection, **size_kwargs),
-            injector,
+            "vae_decode", f"decode latent {T}x{H}x{W} to {video.num_frames} frames",
+            lambda: vae.decode(latent.float(), video.num_frames), 1, None, vae,
         ),
-        ("vae_decode", f"decode latent {T}x{H}x{W} to {video.num_frames} frames", lambda: vae.decode(latent.float(), video.num_frames), vae),
     ]
     rows = []
-    for index, (name, call, fn, module) in enumerate(calls):
+    for index, (name, call, fn, batch, one_sample, module) in enumerate(calls):
         gflops, latency, peak = _measure(fn, run_device, repeats)
+        per_forward = gflops if one_sample is None else _gflops(one_sample)
         total, trainable = _count(module)
         if name == "dit_step_arlon":
             total, trainable = total + _count(backbone)[0], trainable
-        rows.append(PerfRow(name, call, total, trainable, round(gflops, 3), latency, peak))
+        rows.append(PerfRow(name, call, total, trainable, batch, round(gflops, 3), round(per_forward, 3), latency, peak))
         if progress:
             progress(index + 1, len(calls))
     return PerfReport(

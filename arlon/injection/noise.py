@@ -12,15 +12,15 @@ Both are the identity in eval mode (`self.training` False). The strategies (regi
 - "none": no perturbation.
 - "gaussian": F + N(0, gaussian_scale^2), on the latent condition at every training step
   (Table 3, "Gaussian Noise").
-- "uncertainty": uncertainty sampling, eq. 7 (Table 3, "Uncertainty Sampling"; the paper follows
-  Chen et al. 2022). Per adapter block and per sample, with probability `probability`, the tokens' own
-  per-channel statistics mu, sigma are re-sampled: F_hat = s * sigma * F_bar + mu_hat with the whitened
-  F_bar = (F - mu) / sigma, s ~ N(1, lambda) and mu_hat ~ N(mu, lambda * sigma), N(mean, std).
+- "uncertainty": uncertainty sampling as eq. 7 writes it (Table 3, "Uncertainty Sampling"). Per adapter
+  block and per sample, with probability `probability`, the tokens are whitened with their own
+  per-channel statistics and given a sampled scale and shift: F_hat = sigma_hat * F_bar + mu_hat with
+  F_bar = (F - mu) / sigma, sigma_hat ~ N(1, sigma), mu_hat ~ N(mu, sigma), N(mean, std).
+- "uncertainty_mean_preserving": this repository's earlier reading of eq. 7, kept for comparison and
+  because the tiny preset's shipped injector was trained with it: sigma_hat = s * sigma with s ~ N(1, 1),
+  so F_hat = s * (F - mu) + mu_hat keeps the feature's scale and equals F in expectation.
 
-Reading of eq. 7. The paper writes sigma_hat ~ N(1, sigma_i) and adds "the mean value of sigma_hat
-distribution is set to 1". We take sigma_hat = s * sigma, a multiplicative perturbation of the feature's
-own standard deviation whose factor s has mean 1, so that F_hat = s * (F - mu) + mu_hat equals F in
-expectation. lambda = `NoiseConfig.uncertainty_scale` (1.0 by default) sets the spread of both draws.
+docs/noise-strategies.md sets the two readings side by side and says which statistics each uses.
 """
 
 from __future__ import annotations
@@ -86,7 +86,14 @@ class NoNoise(NoiseStrategy):
 
 @NOISE_STRATEGIES.register("gaussian")
 class GaussianNoise(NoiseStrategy):
-    """F + N(0, gaussian_scale^2) on the latent condition, every training step; tokens untouched."""
+    """F + N(0, gaussian_scale^2) on the latent condition, every training step; tokens untouched.
+
+    The paper names no scale for its "Gaussian Noise" row (section 4.3, Table 3: "adding random noise to
+    the latent feature F"). The default 0.1 is this repository's choice, not the paper's: F decodes DiT
+    latents, which the VAE normalises to about unit variance per channel (Open-Sora v1.2's latent
+    shift/scale, `arlon.models.video_vae`), so 0.1 is about a tenth of F's own spread. Set
+    `noise.gaussian_scale` to try others.
+    """
 
     def noisy_condition(self, F: Tensor) -> Tensor:
         return F + self.cfg.gaussian_scale * self._randn(tuple(F.shape), F)
@@ -95,14 +102,15 @@ class GaussianNoise(NoiseStrategy):
         return F_i
 
 
-@NOISE_STRATEGIES.register("uncertainty")
-class UncertaintySampling(NoiseStrategy):
-    """Eq. 7 after each adapter block: re-sample per-(sample, channel) mean and std of the tokens.
+class _FeatureStatisticsSampling(NoiseStrategy):
+    """Shared by both readings of eq. 7: which samples are re-sampled, and the statistics they use.
 
-    Each sample is selected independently with probability `cfg.probability`; unselected samples keep
-    F_i exactly. For a selected sample, over its N tokens per channel: mu, sigma = mean, sqrt(var + eps);
-    F_bar = (F_i - mu) / sigma; s ~ N(1, lambda), mu_hat ~ N(mu, lambda * sigma), both (B, 1, D);
-    F_hat = s * sigma * F_bar + mu_hat. The latent condition itself is not perturbed.
+    mu and sigma are per sample and per channel, over the N tokens (B, 1, D). Eq. 7 does not say over
+    which dimensions; this is DSU's choice (Li et al. 2022, "Uncertainty Modeling for
+    Out-of-Distribution Generalization": channel-wise mean and std over the spatial positions), and
+    ARLON's tokens are its positions. Each sample is selected independently with probability
+    `cfg.probability` ("applied randomly after each adapter block", section 2.3, 0.1 in section 4.1);
+    unselected samples keep F_i exactly. The latent condition itself is not perturbed.
     """
 
     eps = 1e-6
@@ -112,16 +120,54 @@ class UncertaintySampling(NoiseStrategy):
 
     def noisy_feature(self, F_i: Tensor) -> Tensor:
         B, _, D = F_i.shape
-        scale = self.cfg.uncertainty_scale  # lambda
         is_selected = self._rand((B, 1, 1), F_i) < self.cfg.probability  # (B, 1, 1)
-
         # Statistics in fp32: a bf16 variance over thousands of tokens loses most of its digits.
         x = F_i.float()
         mu = x.mean(dim=1, keepdim=True)  # (B, 1, D)
         sigma = torch.sqrt(x.var(dim=1, unbiased=False, keepdim=True) + self.eps)  # (B, 1, D)
         F_bar = (x - mu) / sigma  # (B, N, D) whitened
-
-        s = 1.0 + scale * self._randn((B, 1, D), x, torch.float32)  # sigma_hat = s * sigma, E[s] = 1
-        mu_hat = mu + scale * sigma * self._randn((B, 1, D), x, torch.float32)  # mu_hat ~ N(mu, lambda sigma)
-        F_hat = (s * sigma * F_bar + mu_hat).to(F_i.dtype)  # (B, N, D)
+        F_hat = self.resample(F_bar, mu, sigma).to(F_i.dtype)  # (B, N, D)
         return torch.where(is_selected, F_hat, F_i)
+
+    @abstractmethod
+    def resample(self, F_bar: Tensor, mu: Tensor, sigma: Tensor) -> Tensor:
+        """F_hat (B, N, D) in fp32 from the whitened tokens F_bar and their statistics mu, sigma (B, 1, D)."""
+
+
+@NOISE_STRATEGIES.register("uncertainty")
+class UncertaintySampling(_FeatureStatisticsSampling):
+    """Eq. 7 as written: F_hat = sigma_hat * F_bar + mu_hat, sigma_hat ~ N(1, sigma), mu_hat ~ N(mu, sigma).
+
+    Both spreads are the channel's own sigma, as eq. 7 says and as Chen et al. (2022, "Composed Image
+    Retrieval with Text Feedback via Multi-grained Uncertainty Regularization", the work eq. 7 follows)
+    implement it: their augmenter draws the scale from Normal(1, std) and the shift from Normal(mean, std)
+    and applies them to the instance-normalised feature. DSU instead spreads its draws by the std of
+    mu and sigma across the batch; the paper's eq. 7 does not, so neither do we. sigma_hat is centred on
+    1, not on sigma ("the mean value of sigma_hat distribution is set to 1"): F_hat's per-channel spread
+    is |sigma_hat|, the whitened scale of F_bar on average, while mu_hat restores the feature's location.
+    lambda = `cfg.uncertainty_scale` multiplies both spreads (1.0, eq. 7 itself, by default).
+    """
+
+    def resample(self, F_bar: Tensor, mu: Tensor, sigma: Tensor) -> Tensor:
+        spread = self.cfg.uncertainty_scale * sigma  # (B, 1, D)
+        sigma_hat = 1.0 + spread * self._randn(tuple(sigma.shape), sigma, torch.float32)  # ~ N(1, sigma)
+        mu_hat = mu + spread * self._randn(tuple(mu.shape), mu, torch.float32)  # ~ N(mu, sigma)
+        return sigma_hat * F_bar + mu_hat
+
+
+@NOISE_STRATEGIES.register("uncertainty_mean_preserving")
+class MeanPreservingUncertaintySampling(_FeatureStatisticsSampling):
+    """A reading of eq. 7 that keeps the feature's scale: F_hat = s * sigma * F_bar + mu_hat.
+
+    s ~ N(1, lambda), mu_hat ~ N(mu, lambda * sigma), so F_hat = s * (F - mu) + mu_hat equals F in
+    expectation; "the mean value of sigma_hat distribution is set to 1" is read as the mean of the factor
+    s on the feature's own sigma. Not eq. 7 as written ("uncertainty" is); the tiny preset's shipped
+    injector was trained with it. Its draws and arithmetic are those of the code that trained it: on
+    one machine the two train an injector with the same sha256.
+    """
+
+    def resample(self, F_bar: Tensor, mu: Tensor, sigma: Tensor) -> Tensor:
+        scale = self.cfg.uncertainty_scale  # lambda
+        s = 1.0 + scale * self._randn(tuple(sigma.shape), sigma, torch.float32)  # sigma_hat = s * sigma, E[s] = 1
+        mu_hat = mu + scale * sigma * self._randn(tuple(mu.shape), mu, torch.float32)  # mu_hat ~ N(mu, lambda sigma)
+        return s * sigma * F_bar + mu_hat

@@ -35,7 +35,9 @@ STAGE_DESCRIPTIONS = {
 }
 
 # Bump a stage's version when its recipe changes what it trains, so cached checkpoints are not reused.
-RECIPE_VERSIONS = {"vae": 1, "ar_vq": 1, "dit_vq": 1, "ar": 1, "backbone": 1, "injector": 1, "latents": 1}
+# injector 2: noise.strategy "uncertainty" became eq. 7 as written; an injector cached under recipe 1 with
+# that name was trained with what is now "uncertainty_mean_preserving" (docs/noise-strategies.md).
+RECIPE_VERSIONS = {"vae": 1, "ar_vq": 1, "dit_vq": 1, "ar": 1, "backbone": 1, "injector": 2, "latents": 1}
 
 
 def check_stage(stage: str) -> str:

@@ -19,7 +19,7 @@ from bench.cli.progress import rich_progress
 from bench.cli.sample import DTYPES, parse_device
 from bench.errors import BenchError
 from bench.overrides import apply_overrides
-from bench.perf import measure_components
+from bench.perf import GFLOPS_NOTE, measure_components
 from bench.report.efficiency import efficiency_markdown
 
 EXAMPLES = """Examples:
@@ -66,16 +66,21 @@ def perf(
             cfg, torch.device("meta") if count_only else run_device, DTYPES[dtype],
             arlon_steps=arlon_steps, baseline_steps=baseline_steps, progress=progress,
         )
-    table = Table(title=f"{report.preset} preset, {report.video}, {report.dtype} on {report.device}")
-    for column in ("component", "call", "params", "trainable", "GFLOPs", "latency s", "peak GiB"):
+    table = Table(title=f"{report.preset} preset, {report.video}, {report.dtype} on {report.device}", caption=GFLOPS_NOTE)
+    columns = ("component", "call", "params", "trainable", "GFLOPs/forward (Table 4)", "GFLOPs/call (as run)", "latency s", "peak GiB")
+    for column in columns:
         table.add_column(column, justify="left" if column in ("component", "call") else "right")
     for row in report.rows:
         table.add_row(
             row.component, row.call, f"{row.params_total / 1e6:.1f}M", f"{row.params_trainable / 1e6:.1f}M",
-            f"{row.gflops:,.1f}", _fmt(row.latency_s, "{:.3f}"), _fmt(row.peak_mem_gib, "{:.2f}"),
+            f"{row.gflops_per_forward:,.1f}", f"{row.gflops_call:,.1f}" + (f" (batch {row.batch})" if row.batch > 1 else ""),
+            _fmt(row.latency_s, "{:.3f}"), _fmt(row.peak_mem_gib, "{:.2f}"),
         )
     for name, total in report.totals().items():
-        table.add_row(Text(name, style="bold"), "end to end", "", "", f"{total['gflops']:,.1f}", _fmt(total["latency_s"], "{:.2f}"), "")
+        table.add_row(
+            Text(name, style="bold"), "end to end", "", "", f"{total['gflops_per_forward']:,.1f}", f"{total['gflops_call']:,.1f}",
+            _fmt(total["latency_s"], "{:.2f}"), "",
+        )
     console.print(table)
     if out:
         atomic_write_json(Path(out), report.to_dict())

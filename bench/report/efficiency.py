@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.perf import PerfReport
+from bench.perf import GFLOPS_NOTE, PerfReport
 from bench.report.tables import REFERENCE_DIR, read_reference
 
 # (row label, paper CSV quantity)
@@ -20,7 +20,8 @@ TABLE4_ROWS = (
     ("parameters: latent VQ-VAE", "params_latent_vqvae"),
     ("inference peak memory", "inference_memory_MiB"),
     ("inference seconds, one video", "inference_seconds_68f_512px_A100"),
-    ("inference GFLOPs", "inference_GFLOPs"),
+    ("inference GFLOPs, per forward (as Table 4 counts)", "inference_GFLOPs"),
+    ("inference GFLOPs, CFG batch of 2 per step (as run)", "inference_GFLOPs_cfg_batch"),  # not in the paper
 )
 
 
@@ -60,8 +61,12 @@ def measured_rows(report: PerfReport) -> dict[str, tuple[str, str]]:
         ),
         "inference_seconds_68f_512px_A100": tuple(seconds),
         "inference_GFLOPs": (
-            f"{_gflops(dit.gflops)} x {report.baseline_steps} steps",
-            f"{_gflops(row['ar'].gflops)} (AR) + {_gflops(arlon_dit.gflops)} x {report.arlon_steps} steps (DiT)",
+            f"{_gflops(dit.gflops_per_forward)} x {report.baseline_steps} steps",
+            f"{_gflops(row['ar'].gflops_per_forward)} (AR) + {_gflops(arlon_dit.gflops_per_forward)} x {report.arlon_steps} steps (DiT)",
+        ),
+        "inference_GFLOPs_cfg_batch": (
+            f"{_gflops(dit.gflops_call)} x {report.baseline_steps} steps",
+            f"{_gflops(row['ar'].gflops_call)} (AR) + {_gflops(arlon_dit.gflops_call)} x {report.arlon_steps} steps (DiT)",
         ),
     }
 
@@ -93,6 +98,7 @@ def efficiency_markdown(report: PerfReport, reference_dir: Path = REFERENCE_DIR)
         f"the baseline at {report.baseline_steps}. Paper columns: the paper's Table 4 as printed (paper preset, "
         "68 frames at 512x512, A100, its own units), not measured here"
         + ("." if report.preset == "paper" else f"; the {report.preset} preset is not comparable in size.")
+        + f" {GFLOPS_NOTE}."
     )
     header = list(table.columns)
     lines = ["## Table 4 layout: efficiency", "", caption, "", "| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]

@@ -103,7 +103,8 @@ def test_grids_and_validate(tmp_path, capsys, monkeypatch):
     assert err.splitlines() == [
         f"error: {bad}:3: base.injection.fusion: injection.fusion: unknown fusion 'adaptive-norm'; did you mean "
         "'adaptive_norm'? (choices: adaptive_norm, controlnet, mlp_adapter)",
-        f"error: {bad}:5: axes.noise.strategy[1]: noise.strategy: unknown noise strategy 'loud' (choices: none, gaussian, uncertainty)",
+        f"error: {bad}:5: axes.noise.strategy[1]: noise.strategy: unknown noise strategy 'loud' (choices: none, gaussian, uncertainty, "
+        "uncertainty_mean_preserving)",
         f"2 problem(s) in {bad}",
     ]
 

@@ -60,7 +60,7 @@ def test_layers_grid_cells():
     "name, field, values",
     [
         ("fusion", "injection.fusion", ["adaptive_norm", "controlnet", "mlp_adapter"]),
-        ("noise", "noise.strategy", ["none", "gaussian", "uncertainty"]),
+        ("noise", "noise.strategy", ["none", "gaussian", "uncertainty", "uncertainty_mean_preserving"]),
         ("compression", "injection.condition_vq", ["ar", "dit"]),
     ],
 )

@@ -22,8 +22,8 @@ def tokens(batch: int = 3, seed: int = 2) -> torch.Tensor:
     return 2.0 * torch.randn(batch, 16, 8, generator=g) + torch.randn(batch, 1, 8, generator=g)  # (B, N, D)
 
 
-def test_registry_holds_the_paper_strategies():
-    assert set(NOISE_STRATEGIES.keys()) == {"none", "gaussian", "uncertainty"}
+def test_registry_holds_the_paper_strategies_and_the_mean_preserving_reading():
+    assert NOISE_STRATEGIES.keys() == ["none", "gaussian", "uncertainty", "uncertainty_mean_preserving"]
 
 
 @pytest.mark.parametrize("key", NOISE_STRATEGIES.keys())
@@ -70,8 +70,12 @@ def test_gaussian_adds_noise_of_the_configured_std_to_the_condition_in_training_
     assert torch.equal(strategy.eval().perturb_condition(F), F)
 
 
-def test_uncertainty_leaves_the_latent_condition_alone():
-    strategy = build("uncertainty", probability=1.0).train()
+UNCERTAINTY_KEYS = ["uncertainty", "uncertainty_mean_preserving"]
+
+
+@pytest.mark.parametrize("key", UNCERTAINTY_KEYS)
+def test_uncertainty_leaves_the_latent_condition_alone(key):
+    strategy = build(key, probability=1.0).train()
     assert torch.equal(strategy.perturb_condition(condition()), condition())
 
 
@@ -81,11 +85,48 @@ def per_sample_statistics(F_i: torch.Tensor):
     return mu, sigma
 
 
+def channels_of_known_statistics(draws: int) -> torch.Tensor:
+    """One sample (N = 256 tokens, D = 4 channels) repeated `draws` times; channel stds 0.25, 1, 3, 8.
+
+    Stds away from 1 separate eq. 7's sigma_hat ~ N(1, sigma) from a draw centred on sigma itself.
+    """
+    g = torch.Generator().manual_seed(7)
+    sigma = torch.tensor([0.25, 1.0, 3.0, 8.0])
+    mu = torch.tensor([-2.0, 0.5, 4.0, 1.0])
+    F = torch.randn(1, 256, 4, generator=g)
+    F = (F - F.mean(dim=1, keepdim=True)) / F.std(dim=1, unbiased=False, keepdim=True) * sigma + mu
+    return F.expand(draws, -1, -1).contiguous()
+
+
+@pytest.mark.parametrize("lam", [1.0, 0.5])
+def test_uncertainty_is_eq7_as_written(lam):
+    draws = 20000
+    F_i = channels_of_known_statistics(draws)
+    F_hat = build("uncertainty", probability=1.0, uncertainty_scale=lam).train().perturb_feature(F_i)
+    mu, sigma = per_sample_statistics(F_i[:1])  # (1, 1, D)
+    F_bar = (F_i[:1] - mu) / sigma  # whitened, eq. 7's F_bar
+
+    # F_hat = sigma_hat * F_bar + mu_hat: its token mean is mu_hat, its slope on F_bar is sigma_hat.
+    mu_hat = F_hat.mean(dim=1, keepdim=True)  # (draws, 1, D)
+    sigma_hat = ((F_hat - mu_hat) * F_bar).mean(dim=1, keepdim=True)  # (draws, 1, D)
+    torch.testing.assert_close(F_hat, sigma_hat * F_bar + mu_hat, atol=1e-4, rtol=1e-4)
+
+    # sigma_hat ~ N(1, lambda sigma) and mu_hat ~ N(mu, lambda sigma), per channel, on 20000 draws:
+    # standard errors of the mean are about 0.7% of the spread, of the std about 0.5%.
+    spread = lam * sigma  # (1, 1, D)
+    assert ((sigma_hat.mean(dim=0) - 1.0) / spread).abs().max().item() < 0.03
+    assert (sigma_hat.std(dim=0) / spread - 1.0).abs().max().item() < 0.03
+    assert ((mu_hat.mean(dim=0) - mu) / spread).abs().max().item() < 0.03
+    assert (mu_hat.std(dim=0) / spread - 1.0).abs().max().item() < 0.03
+    # So F_hat is on the whitened scale: per channel its token std is |sigma_hat|, centred on 1, not sigma.
+    torch.testing.assert_close(F_hat.std(dim=1, unbiased=False), sigma_hat.abs().squeeze(1), atol=1e-3, rtol=1e-3)
+
+
 @pytest.mark.parametrize("lam", [1.0, 0.3])
-def test_uncertainty_draws_scale_and_shift_as_in_eq7(lam):
+def test_uncertainty_mean_preserving_scales_the_features_own_sigma(lam):
     draws = 4000
     F_i = tokens(batch=1).expand(draws, -1, -1).contiguous()  # one sample perturbed `draws` times
-    strategy = build("uncertainty", probability=1.0, uncertainty_scale=lam).train()
+    strategy = build("uncertainty_mean_preserving", probability=1.0, uncertainty_scale=lam).train()
     F_hat = strategy.perturb_feature(F_i)
     mu, sigma = per_sample_statistics(F_i[:1])  # (1, 1, D)
 
@@ -104,10 +145,11 @@ def test_uncertainty_draws_scale_and_shift_as_in_eq7(lam):
     assert error.abs().max().item() < 0.15 * lam + 0.01
 
 
-def test_uncertainty_perturbs_about_probability_of_the_samples_and_keeps_the_rest_exactly():
+@pytest.mark.parametrize("key", UNCERTAINTY_KEYS)
+def test_uncertainty_perturbs_about_probability_of_the_samples_and_keeps_the_rest_exactly(key):
     batch = 4000
     F_i = tokens(batch=batch)
-    strategy = build("uncertainty", probability=0.1).train()
+    strategy = build(key, probability=0.1).train()
     F_hat = strategy.perturb_feature(F_i)
     changed = (F_hat != F_i).flatten(1).any(dim=1)  # (B,)
     unchanged = (F_hat == F_i).flatten(1).all(dim=1)
@@ -115,15 +157,17 @@ def test_uncertainty_perturbs_about_probability_of_the_samples_and_keeps_the_res
     assert changed.float().mean().item() == pytest.approx(0.1, abs=0.015)
 
 
+@pytest.mark.parametrize("key", UNCERTAINTY_KEYS)
 @pytest.mark.parametrize("probability", [0.0, 1.0])
-def test_uncertainty_probability_bounds(probability):
+def test_uncertainty_probability_bounds(key, probability):
     F_i = tokens(batch=64)
-    changed = (build("uncertainty", probability=probability).train().perturb_feature(F_i) != F_i).flatten(1).any(1)
+    changed = (build(key, probability=probability).train().perturb_feature(F_i) != F_i).flatten(1).any(1)
     assert changed.all().item() if probability == 1.0 else not changed.any().item()
 
 
-def test_uncertainty_uses_the_global_rng_without_a_generator():
-    strategy = NOISE_STRATEGIES.get("uncertainty")(NoiseConfig(probability=1.0)).train()
+@pytest.mark.parametrize("key", UNCERTAINTY_KEYS)
+def test_uncertainty_uses_the_global_rng_without_a_generator(key):
+    strategy = NOISE_STRATEGIES.get(key)(NoiseConfig(probability=1.0)).train()
     F_i = tokens()
     torch.manual_seed(11)
     a = strategy.perturb_feature(F_i)
