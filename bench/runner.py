@@ -60,7 +60,7 @@ from bench.executors.work import (
     score_key,
     seed_for,
 )
-from bench.grids import Cell, Grid
+from bench.grids import Cell, Grid, toy_judge_problems
 from bench.metrics import METRICS
 from bench.prompts import BenchPrompt, load_prompts
 from bench.results import collect_scores, current_scores, require_scores, results_table, write_results
@@ -266,6 +266,12 @@ def run_grid(
     store = store if isinstance(store, RunStore) else RunStore(store)
     progress = progress or no_progress
     prompts = load_prompts(grid.prompts, limit)
+    # The grid's own metrics were checked against its prompts when it loaded; metrics asked for here
+    # (`score --metrics`) are checked now, before anything is written.
+    problems = toy_judge_problems(grid.prompts, prompts, [m for m in score_metrics or () if m not in grid.metrics])
+    if problems:
+        more = f" (and {len(problems) - 1} more line(s))" if len(problems) > 1 else ""
+        raise BenchError(f"{problems[0]}{more}")
     store.check_folder()  # before the lock file is made in a folder of other files
     owns_executor = isinstance(executor, str)
     with store.lock():

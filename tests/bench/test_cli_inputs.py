@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import textwrap
 
+import pytest
+
 from tests.bench.cli_runner import run_main
 
 GRID = """\
@@ -116,3 +118,20 @@ def test_grid_warnings_print_one_line_each_and_say_where_the_rest_are(tmp_path):
     assert len(grid.warnings) == 7 and len(lines) == 6
     assert all(line.startswith("warning: ") and "drops" in line for line in lines[:5])
     assert lines[5] == f"warning: 2 more; `arlon-bench validate {path}` lists every one"
+
+
+def test_score_with_toy_metrics_the_grid_did_not_list_names_the_lines_they_cannot_judge(tmp_path):
+    from bench.errors import BenchError
+    from bench.grids import load_grid
+    from bench.runner import run_grid
+    from bench.store import RunStore
+
+    prompts = tmp_path / "mine.txt"
+    prompts.write_text("a red circle moves from left to right on a dark background\n"
+                       "a red circle rises, which is nice, over a dark background\n")
+    path = tmp_path / "mine.yaml"
+    path.write_text("preset: tiny\nrows: [{name: arlon}]\nprompts: {kind: text, path: mine.txt}\nmetrics: [temporal_flickering_formula]\n")
+    store = RunStore(tmp_path / "run")
+    with pytest.raises(BenchError, match=f"{prompts}:2: .*toy-world captions only"):
+        run_grid(load_grid(path), store, "local", phases=("score",), score_metrics=("toy_motion_accuracy",))
+    assert not store.root.exists()  # refused before anything is written
