@@ -8,6 +8,7 @@ repository (a "spec section N", an "issue N", a path into a shared folder of not
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -30,11 +31,23 @@ UNFOLLOWABLE = {
 DOCS_CITATION = re.compile(r"(?<![\w/])docs/([\w.-]+\.md)(?:, '([^']+)')?")
 
 
+def _candidate_files() -> list[Path]:
+    """What git tracks or would track (ignored files, e.g. virtualenvs and CI's side installs, are not
+    ours); every file below the root outside a git checkout."""
+    try:
+        listed = subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT, capture_output=True, check=True
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return list(ROOT.rglob("*"))
+    return [ROOT / name for name in listed.decode().split("\0") if name]
+
+
 def scanned_files() -> list[Path]:
     """The repository's source, config and document files, without data: of reports/ and the tests'
     golden/ folders only the README pages are read (the rest is generated)."""
     files = []
-    for path in ROOT.rglob("*"):
+    for path in _candidate_files():
         relative = path.relative_to(ROOT)
         if not path.is_file() or path == Path(__file__).resolve():
             continue
