@@ -635,6 +635,9 @@ def provenance(device: str) -> dict:
         "hostname": socket.gethostname(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        # CPU kernels are chosen by the vector instruction set, so CPU results are reproducible bit for bit
+        # only on the same one (reports/baselines/README.md, "Determinism").
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "device": device,
         "cuda_device": torch.cuda.get_device_name() if device.startswith("cuda") and torch.cuda.is_available() else None,
     }

@@ -60,7 +60,7 @@ def test_a_run_writes_videos_scores_table_and_provenance(grid, mini_cache, tmp_p
     assert len(pd.read_csv(store.root / "scores.csv")) == 36
     latest = store.read_json("manifest.json")["latest"]
     assert latest["status"] == "ok" and latest["seeds"]["base_seed"] == 0
-    assert {"git_commit", "packages", "device", "torch_threads"} <= set(latest["provenance"])
+    assert {"git_commit", "packages", "device", "torch_threads", "cpu_capability"} <= set(latest["provenance"])
     assert latest["provenance"]["packages"]["torch"]
 
 
