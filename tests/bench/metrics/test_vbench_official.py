@@ -79,7 +79,7 @@ def test_nine_dimensions_end_to_end(tmp_path, vbench_env, caches, monkeypatch, a
     record = dict(records[broken], sha256=file_sha256(store.video_path(cell.id, broken)))
     store.write_video_record(cell.id, broken, record)
 
-    announce(f"official VBench: scoring nine dimensions on {len(records)} videos on CPU (about ten minutes on 2 cores)")
+    announce(f"official VBench: scoring nine dimensions on {len(records)} videos on CPU (about two minutes on 2 idle cores)")
     started = time.perf_counter()
     summary = run_grid(grid, store, "local", phases=("score",), score_metrics=NINE)
     wall = time.perf_counter() - started
