@@ -104,6 +104,11 @@ def _run(
     overwrite: bool = False,
 ) -> None:
     console = cli_console()
+    # Another run in the folder is refused before anything is shown, started or written (run_grid
+    # checks again under the run's lock, which is the check that counts).
+    store.check_folder()
+    if not overwrite:
+        store.claim(grid, limit)
     if overwrite and store.holds_run():
         console.print(f"--overwrite: replacing the run in {store.root}: {store.describe()}")
     torch_device = parse_device(device)

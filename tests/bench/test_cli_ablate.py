@@ -222,8 +222,9 @@ def test_a_finished_run_is_never_overwritten_by_other_settings(tmp_path, mini_ca
         (["ablate", "--grid", "layers", "--out", str(run)], "grid 'mini' -> 'layers'"),
     ]
     for args, difference in refusals:
-        code, _, err = _main(capsys, monkeypatch, *args)
+        code, out, err = _main(capsys, monkeypatch, *args)
         assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+        assert out.strip() == "", out  # refused before the run's header or any bar is shown
         assert difference in err and "--out" in err and "--overwrite" in err
         assert f"resume the run with its own grid and options (arlon-bench ablate --grid {grid} --out {run} --limit 1)" in err
         assert _snapshot(run) == before, args
