@@ -32,7 +32,7 @@ from bench.metrics.registry import METRICS, MetricValue
 from bench.metrics.vbench.dimensions import DIMENSIONS
 from bench.prompts import BenchPrompt
 from bench.results import finished_videos
-from bench.store import RunStore
+from bench.store import RunStore, owning_run
 
 EXPORT_MANIFEST = "arlon_export.json"
 PROMPT_FILE = "prompt_file.json"
@@ -100,6 +100,9 @@ def vbench_file_stem(prompt: BenchPrompt) -> str:
 
 def export_run(store: RunStore, grid: Grid, prompts: list[BenchPrompt], directory: str | os.PathLike) -> dict[str, int]:
     """Write `<directory>/<cell-id>/{prompt}-{i}.mp4` (hard links when possible); {cell id: videos}."""
+    inside = owning_run(directory)
+    if inside is not None:  # a run folder holds only what its run writes (bench/store.py)
+        raise BenchError(f"{directory} is inside the run {inside}; export to a folder outside any run folder")
     root = ensure_dir(directory)
     counts = {}
     for cell in grid.cells:

@@ -173,3 +173,14 @@ def test_importing_into_a_read_only_run_is_one_line_and_keeps_its_scores(tmp_pat
     assert {p: p.read_bytes() for p in store.root.rglob("*") if p.is_file() and p.name != ".lock"} == {
         p: b for p, b in before.items() if p.name != ".lock"
     }
+
+
+def test_export_into_a_run_folder_is_refused_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    from tests.bench.cli_runner import run_main
+
+    store, _ = make_fake_run(tmp_path / "r")
+    before = sorted(str(p) for p in store.root.rglob("*"))
+    for target in (store.root, store.root / "vbench-export"):
+        code, _, err = run_main(capsys, monkeypatch, "export-vbench", str(store.root), str(target))
+        assert code == 2 and err.startswith(f"error: {target} is inside the run {store.root.resolve()}"), err
+    assert sorted(str(p) for p in store.root.rglob("*")) == before
