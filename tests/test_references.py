@@ -2,7 +2,8 @@
 
 Allowed: the ARLON paper's sections and equations, upstream files and functions (Open-Sora v1.2,
 VBench, ...), and pages of our own `docs/`. Not allowed: documents that exist outside the
-repository (a "spec section N", an "issue N", a path into a shared folder of notes).
+repository (a numbered section of an outside specification, a numbered tracker issue, a path into a
+shared folder of notes).
 """
 
 from __future__ import annotations

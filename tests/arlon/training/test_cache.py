@@ -70,7 +70,8 @@ def test_all_stages_give_a_directory_build_components_loads(mini_cfg, mini_data,
     assert not torch.equal(components.vae.scale, torch.ones_like(components.vae.scale))
 
 
-def test_interrupted_stage_resumes_when_run_again(mini_cfg, mini_data, mini_recipes, cache_dir):
+def interrupted_ar_vq(mini_cfg, mini_data, mini_recipes) -> dict:
+    """Train ar_vq for 4 steps with a resume state every 2, interrupted at step 3; the recipes used."""
     recipes = mini_recipes(mini_cfg, steps=4)
     recipes["ar_vq"] = dataclasses.replace(recipes["ar_vq"], checkpoint_every=2)
 
@@ -80,6 +81,11 @@ def test_interrupted_stage_resumes_when_run_again(mini_cfg, mini_data, mini_reci
 
     with pytest.raises(KeyboardInterrupt):
         TrainingSession(mini_cfg, data=mini_data, train=recipes, device="cpu", progress=interrupt).ensure("ar_vq")
+    return recipes
+
+
+def test_interrupted_stage_resumes_when_run_again(mini_cfg, mini_data, mini_recipes, cache_dir):
+    recipes = interrupted_ar_vq(mini_cfg, mini_data, mini_recipes)
     resumed = TrainingSession(mini_cfg, data=mini_data, train=recipes, device="cpu").ensure("ar_vq")
     assert not resumed.cached and resumed.steps_run == 1 and resumed.manifest["step"] == 4
 
@@ -196,15 +202,7 @@ def test_damaged_cache_entries_are_named_moved_aside_and_computed_again(mini_cfg
 
 
 def test_a_damaged_resume_state_is_moved_aside_and_the_stage_starts_over(mini_cfg, mini_data, mini_recipes, cache_dir, caplog):
-    recipes = mini_recipes(mini_cfg, steps=4)
-    recipes["ar_vq"] = dataclasses.replace(recipes["ar_vq"], checkpoint_every=2)
-
-    def interrupt(task, done, total, loss):
-        if task == "ar_vq" and done == 3:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        TrainingSession(mini_cfg, data=mini_data, train=recipes, device="cpu", progress=interrupt).ensure("ar_vq")
+    recipes = interrupted_ar_vq(mini_cfg, mini_data, mini_recipes)
     (state,) = cache_dir.glob("stages/ar_vq/*/resume/state-*.json")
     state.write_text("{")
     with caplog.at_level(logging.WARNING):
