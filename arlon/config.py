@@ -74,6 +74,9 @@ class LatentVQConfig:
     commitment_weight: float = 0.25  # beta of the commitment loss
     ema_decay: float = 0.99  # EMA codebook updates
     dead_code_threshold: float = 1.0  # codes whose EMA usage falls below this are restarted
+    # Encode and decode each token frame (r latent frames) on its own, so that a token frame's codes depend
+    # only on its own frames (VideoGPT's encoder, and so the paper's, sees the whole clip: False)
+    frame_local: bool = False
 
     @property
     def ratio_label(self) -> str:
@@ -108,7 +111,12 @@ class ARConfig:
     codebook_size: int = 2048  # K visual tokens; <FRAME> = K, <EOS> = K + 1
     text_dim: int = 4096  # width of the text encoder output, projected to n_embd
     max_text_tokens: int = 300
-    max_video_tokens: int = 4096  # size of the learnable position table over visual tokens
+    max_video_tokens: int = 4096  # longest visual sequence (and size of the "learned" position table)
+    # key of arlon.models.ar_transformer.AR_POSITIONS: "learned" (one table over the flat visual
+    # sequence) or "factorised_rope" (per-axis t/h/w embeddings plus 3D rotary attention on the code
+    # grid of one AR frame, `ArlonConfig.ar_frame_grid`)
+    position: str = "learned"
+    rope_base: float = 100.0  # rotary frequencies base^(-2i/d) per axis; the grids are short (<= 64)
 
     @property
     def vocab_size(self) -> int:
@@ -214,6 +222,7 @@ class ArlonConfig:
         from arlon.injection.fusion import FUSIONS
         from arlon.injection.noise import NOISE_STRATEGIES
         from arlon.injection.placement import parse_layers
+        from arlon.models.ar_transformer import AR_POSITIONS
         from arlon.models.text_encoders import TEXT_ENCODERS
         from arlon.models.video_vae import VIDEO_VAES
 
@@ -222,6 +231,7 @@ class ArlonConfig:
             ("text.kind", TEXT_ENCODERS),
             ("injection.fusion", FUSIONS),
             ("noise.strategy", NOISE_STRATEGIES),
+            ("ar.position", AR_POSITIONS),
         ):
             value = get_field(self, path)
             if value not in registry:
@@ -259,6 +269,14 @@ class ArlonConfig:
             if vq.in_channels != self.vae.latent_channels:
                 raise ConfigError(f"{name}.in_channels ({vq.in_channels}) must equal vae.latent_channels")
         return self
+
+    @property
+    def ar_frame_grid(self) -> tuple[int, int]:
+        """(h, w): the AR codes of one frame, video size / vae.spatial_compression / ar_vq.compression."""
+        return (
+            self.video.height // self.vae.spatial_compression // self.ar_vq.compression[1],
+            self.video.width // self.vae.spatial_compression // self.ar_vq.compression[2],
+        )
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -335,7 +353,7 @@ FIELD_RANGES: dict[type, dict[str, Range]] = {
     ARConfig: {
         "n_layer": AT_LEAST_ONE, "n_head": AT_LEAST_ONE, "n_embd": AT_LEAST_ONE, "n_ffn": AT_LEAST_ONE,
         "dropout": DECAY, "codebook_size": AT_LEAST_ONE, "text_dim": AT_LEAST_ONE, "max_text_tokens": AT_LEAST_ONE,
-        "max_video_tokens": AT_LEAST_ONE,
+        "max_video_tokens": AT_LEAST_ONE, "rope_base": Range(1, low_open=True),
     },
     ARSamplingConfig: {"temperature": POSITIVE, "top_k": AT_LEAST_ONE, "top_p": Range(0, 1, low_open=True), "cfg_scale": NON_NEGATIVE},
     BackboneConfig: {

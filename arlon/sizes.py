@@ -46,7 +46,7 @@ def parameter_counts(cfg: ArlonConfig) -> dict[str, ParameterCount]:
         backbone.requires_grad_(False)
         injector = SemanticInjector(cfg.injection, cfg.noise, backbone)
         counts = {
-            "ar": _count(ARTransformer(cfg.ar)),
+            "ar": _count(ARTransformer(cfg.ar, cfg.ar_frame_grid)),
             "ar_vq": _count(LatentVQVAE(cfg.ar_vq)),
             "dit_vq": _count(LatentVQVAE(cfg.dit_vq)),
             "injector": _count(injector),

@@ -135,7 +135,7 @@ def measure_components(
     with torch.device(device):
         backbone = STDiT3(cfg.backbone).to(dtype).requires_grad_(False)
         injector = SemanticInjector(cfg.injection, cfg.noise, backbone).to(dtype)
-        ar = ARTransformer(cfg.ar).to(dtype)
+        ar = ARTransformer(cfg.ar, cfg.ar_frame_grid).to(dtype)
         ar_vq = LatentVQVAE(cfg.ar_vq).to(dtype)
         vae = build_video_vae(cfg.vae)  # fp32, as the pipelines run it
     for module in (backbone, injector, ar, ar_vq, vae):

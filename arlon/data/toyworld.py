@@ -16,6 +16,11 @@ the height, origin top left, y down), an object's `size` is the radius of the ci
 area as the shape, as a fraction of min(H, W) (0.10-0.17 gives objects 6-12 px across at 32x32),
 speeds are fractions of the frame per frame. `render` rasterises a scene at any size and length.
 
+Motion on the AR grid. A linear move advances exactly GRID_STEP (1/32 of the frame) per frame along
+each axis it moves on, and starts sit on a half-cell lattice: at 32x32 that is one AR code cell
+(4 px) per AR frame (4 video frames), so the tiny AR model continues a move by repeating the moving
+object's codes one cell further on, a pattern its rotary positions make the same everywhere on the grid.
+
 Long videos. Every motion is defined for any number of frames:
 - linear moves wrap around: the object leaves at one edge and, after crossing an off-screen margin
   as wide as itself, re-enters at the opposite edge, so "moves right" stays true for 64+ frames and
@@ -70,7 +75,7 @@ from arlon.errors import ConfigError
 
 # Bumped whenever the same (seed, index) renders a different clip: it is part of the training
 # cache keys, so checkpoints trained on an older world are never taken for current ones.
-WORLD_VERSION = 2
+WORLD_VERSION = 3
 
 # ---------------------------------------------------------------------------------------------
 # Vocabulary
@@ -128,8 +133,15 @@ SIZE_LIMITS = (0.09, 0.28)  # where grow and shrink stop
 GROW_START = (0.12, 0.15)
 SHRINK_START = (0.22, 0.26)
 GROWTH_RATE = (0.0045, 0.006)  # size change per frame
-SPEED_RANGE = (0.02, 0.028)  # linear moves: 0.6-0.9 px per frame at 32x32, so larger objects stay in view
-BOUNCE_SPEED = (0.05, 0.07)  # fast enough to hit a wall within 16 frames from any start
+# Linear moves advance exactly GRID_STEP per frame along each axis they move on (diagonals too): one
+# tiny-preset AR code cell (4 px at 32x32, an eighth of the frame) per AR frame of 4 video frames, so
+# the AR codes of a moving object repeat one cell further on in the next AR frame, and starts sit
+# on a half-cell lattice (START_LATTICE). At 0.6-0.9 px per frame (world version 2) a move shifted
+# the codes by a fraction of a cell, and the AR model never learned to carry it across AR frames.
+GRID_STEP = 1 / 32
+START_LATTICE = 1 / 16
+MAX_MOVER_EXTENT = 0.235  # half-extent of a linear mover: it stays in view while it travels 15 steps
+BOUNCE_SPEED = (2 * GRID_STEP, 2 * GRID_STEP)  # fast enough to hit a wall within 16 frames from any start
 PAN_SPEED = (0.004, 0.006)  # slow: under a third of the slowest object speed
 PAN_PROBABILITY = 0.25
 OBJECT_COUNT_PROBABILITIES = (0.5, 0.3, 0.2)  # 1, 2, 3 objects
@@ -388,9 +400,13 @@ def _object_motion_parameters(
         return (_uniform(rng, GROW_START) if size is None else size), _uniform(rng, GROWTH_RATE)
     if motion == "shrink":
         return (_uniform(rng, SHRINK_START) if size is None else size), _uniform(rng, GROWTH_RATE)
-    size = _uniform(rng, SIZE_RANGE) if size is None else size
     if motion in LINEAR_MOTIONS:
-        return size, _uniform(rng, SPEED_RANGE)
+        ux, uy = LINEAR_MOTIONS[motion]
+        if size is None:
+            largest = min(SIZE_RANGE[1], MAX_MOVER_EXTENT / max(_EXTENT.values()))
+            size = _uniform(rng, (SIZE_RANGE[0], largest))
+        return size, GRID_STEP / max(abs(ux), abs(uy))
+    size = _uniform(rng, SIZE_RANGE) if size is None else size
     if motion == "bounce":
         return size, _uniform(rng, BOUNCE_SPEED)
     return size, 0.0
@@ -449,12 +465,22 @@ def _sample_object(
     times = np.linspace(0.0, plan_frames - 1, _PATH_CHECKS)
     for _ in range(_PLACEMENT_TRIES):
         x, y = _uniform(rng, x_range), _uniform(rng, y_range)
+        if motion != "bounce":
+            x, y = _on_lattice(x, x_range), _on_lattice(y, y_range)
         obj = ObjectSpec(shape, colour, motion, x, y, size, speed, target, recolour_start, heading)
         track = _object_track(obj, times, 1.0, 1.0, content_velocity)
         # Paths may touch but not overlap much, so no object hides another for long.
         if all(_paths_apart(track, other) for other in placed):
             return obj, track
     return None
+
+
+def _on_lattice(value: float, bounds: tuple[float, float]) -> float:
+    """The START_LATTICE point nearest `value` inside `bounds`, or `value` when none is inside."""
+    low, high = np.ceil(bounds[0] / START_LATTICE - 1e-9), np.floor(bounds[1] / START_LATTICE + 1e-9)
+    if low > high:
+        return value
+    return float(np.clip(np.round(value / START_LATTICE), low, high) * START_LATTICE)
 
 
 def _paths_apart(track: _Track, other: _Track) -> bool:

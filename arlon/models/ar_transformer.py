@@ -17,9 +17,19 @@ separators. At 68 frames of 512x512 (latent 20x64x64, ratio 4x8x8): t, h, w = 5,
 
 Start and positions. The first visual token is predicted from a learned start embedding placed
 right after the text (so the prediction does not depend on where the padded text ends). Visual
-inputs [start, q_1, ..., q_{N-1}] get a learnable position embedding over visual positions
-0..N-1 (`max_video_tokens` rows). Text tokens get no position embedding of ours: T5's contextual
-embeddings already carry order (and the weight-free encoder adds a sinusoidal code).
+input slot j holds [start, q_1, ..., q_{N-1}][j] and predicts q_j. `ar.position` picks how slots know
+where they are (`AR_POSITIONS`):
+- "learned": one learnable embedding per slot 0..N-1 (`max_video_tokens` rows), added to the input;
+- "factorised_rope": the layout read on the (t, h, w) code grid (`frame_grid` = (h, w), given to the
+  model as `ArlonConfig.ar_frame_grid`). The input
+  of a slot gets learned per-axis embeddings of the position of the token it holds, and attention
+  rotates three quarters of each head (a quarter per axis) by 3D rotary angles: keys by the position
+  of the token they hold, queries by the position of the token they predict. A query's score for a
+  key then depends on their offset (dt, dh, dw): "the code one cell to the left in the previous frame"
+  is the same pattern at every place of the grid, which is what carrying a motion across AR frames
+  needs. The last quarter of each head is not rotated, so attention to the text stays position-free.
+Text tokens get no position of ours: T5's contextual embeddings already carry order (and the
+weight-free encoder adds a sinusoidal code).
 
 Padding. Text is padded to a fixed length L; a key mask keeps padded text positions from ever being
 attended. Every position may attend itself, so a fully padded (empty) caption yields no NaN; padded
@@ -40,6 +50,7 @@ from torch import Tensor, nn
 
 from arlon.config import ARConfig, ARSamplingConfig
 from arlon.errors import ConfigError
+from arlon.registry import Registry
 
 IGNORE_INDEX = -100  # targets equal to this contribute no loss (e.g. forced prefix frames)
 
@@ -123,6 +134,93 @@ def sample_codes(logits: Tensor, sampling: ARSamplingConfig, generator: torch.Ge
 
 
 # ----------------------------------------------------------------------------------------------
+# Positions of visual slots
+# ----------------------------------------------------------------------------------------------
+
+AR_POSITIONS: Registry = Registry("AR position encoding")
+
+
+@AR_POSITIONS.register("learned")
+class LearnedPositions(nn.Module):
+    """One learnable embedding per visual slot; no rotary angles."""
+
+    def __init__(self, cfg: ARConfig, frame_grid: tuple[int, int] | None):
+        super().__init__()
+        self.frame_grid = None  # any grid: the slots are read in flat order
+        self.table = nn.Embedding(cfg.max_video_tokens, cfg.n_embd)
+
+    def embed(self, slots: Tensor) -> Tensor:
+        """slots (S,) long -> (S, D), added to the slots' inputs."""
+        return self.table(slots)
+
+    def angles(self, slots: Tensor) -> tuple[Tensor, Tensor] | None:
+        return None
+
+
+@AR_POSITIONS.register("factorised_rope")
+class FactorisedRotaryPositions(nn.Module):
+    """Per-axis learned embeddings and 3D rotary angles on the (t, h, w) code grid.
+
+    Token p of the layout sits at frame f = p // (h*w + 1); its code index r = p % (h*w + 1) gives
+    row r // w and column r % w, and r = h*w (the <FRAME> after the frame) gets the extra row h.
+    Slot j holds token j - 1 (slot 0, the start, holds "token -1": frame -1, the extra row).
+    """
+
+    def __init__(self, cfg: ARConfig, frame_grid: tuple[int, int] | None):
+        super().__init__()
+        if frame_grid is None:
+            raise ConfigError("ar.position 'factorised_rope' needs the AR frame grid: ARTransformer(cfg.ar, config.ar_frame_grid)")
+        self.frame_grid = tuple(frame_grid)
+        self.h, self.w = frame_grid
+        max_frames = cfg.max_video_tokens // (self.h * self.w + 1) + 1
+        self.t_emb = nn.Embedding(max_frames + 1, cfg.n_embd)  # frame f at row f + 1 (the start at 0)
+        self.h_emb = nn.Embedding(self.h + 1, cfg.n_embd)  # row h: <FRAME> / start
+        self.w_emb = nn.Embedding(self.w, cfg.n_embd)
+        head_dim = cfg.n_embd // cfg.n_head
+        pairs = head_dim // 8  # rotated pairs per axis: 3 axes x 2 dims x pairs = 3/4 of the head
+        if pairs < 1:
+            raise ConfigError(f"ar.position 'factorised_rope' needs a head dim of at least 8, got {head_dim}")
+        frequencies = cfg.rope_base ** (-torch.arange(pairs, dtype=torch.float64) / pairs)  # (pairs,)
+        self.register_buffer("frequencies", frequencies.float(), persistent=False)
+
+    def coordinates(self, tokens: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Layout positions (S,) long (-1 = the start) -> frame, row, column (S,) each."""
+        per_frame = self.h * self.w + 1
+        frame = torch.div(tokens, per_frame, rounding_mode="floor")
+        index = tokens - frame * per_frame
+        marker = index == self.h * self.w
+        row = torch.where(marker, self.h, torch.div(index, self.w, rounding_mode="floor"))
+        column = torch.where(marker, 0, index % self.w)
+        return frame, row, column
+
+    def embed(self, slots: Tensor) -> Tensor:
+        frame, row, column = self.coordinates(slots - 1)  # the token each slot holds
+        return self.t_emb(frame + 1) + self.h_emb(row) + self.w_emb(column)  # (S, D)
+
+    def _angles_at(self, tokens: Tensor) -> Tensor:
+        axes = self.coordinates(tokens)
+        return torch.cat([axis.float()[:, None] * self.frequencies[None] for axis in axes], dim=1)  # (S, 3 * pairs)
+
+    def angles(self, slots: Tensor) -> tuple[Tensor, Tensor]:
+        """(query angles, key angles), (S, 3 * pairs) each: queries at the token they predict, keys at
+        the token they hold."""
+        return self._angles_at(slots), self._angles_at(slots - 1)
+
+
+def apply_rotary(x: Tensor, angles: Tensor | None) -> Tensor:
+    """Rotate pairs (x[2i], x[2i+1]) of the first 2 * angles.shape[1] channels of x (B, nh, S, hs)
+    by angles (S, pairs); the other channels pass unchanged."""
+    if angles is None:
+        return x
+    rotated = 2 * angles.shape[1]
+    pairs = x[..., :rotated].float().unflatten(-1, (-1, 2))  # (B, nh, S, pairs, 2)
+    cos, sin = angles.cos(), angles.sin()  # (S, pairs)
+    even, odd = pairs[..., 0], pairs[..., 1]
+    turned = torch.stack([even * cos - odd * sin, even * sin + odd * cos], dim=-1).flatten(-2)
+    return torch.cat([turned.to(x.dtype), x[..., rotated:]], dim=-1)
+
+
+# ----------------------------------------------------------------------------------------------
 # Transformer
 # ----------------------------------------------------------------------------------------------
 
@@ -156,12 +254,16 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd)
         self.resid_dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: Tensor, attn_mask: Tensor, cache: KVCache | None = None, start: int = 0) -> Tensor:
+    def forward(
+        self, x: Tensor, attn_mask: Tensor, rotary: tuple[Tensor, Tensor] | None, cache: KVCache | None = None, start: int = 0
+    ) -> Tensor:
         B, S, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)
         q = q.view(B, S, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, S, hs)
         k = k.view(B, S, self.n_head, C // self.n_head).transpose(1, 2)
         v = v.view(B, S, self.n_head, C // self.n_head).transpose(1, 2)
+        if rotary is not None:
+            q, k = apply_rotary(q, rotary[0]), apply_rotary(k, rotary[1])
         if cache is not None:
             k, v = cache.update(start, k, v)  # (B, nh, start + S, hs)
         dropout_p = self.dropout if self.training else 0.0
@@ -189,8 +291,10 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(cfg.n_embd)
         self.mlp = MLP(cfg)
 
-    def forward(self, x: Tensor, attn_mask: Tensor, cache: KVCache | None = None, start: int = 0) -> Tensor:
-        x = x + self.attn(self.ln_1(x), attn_mask, cache, start)
+    def forward(
+        self, x: Tensor, attn_mask: Tensor, rotary: tuple[Tensor, Tensor] | None, cache: KVCache | None = None, start: int = 0
+    ) -> Tensor:
+        x = x + self.attn(self.ln_1(x), attn_mask, rotary, cache, start)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -206,15 +310,19 @@ def _attention_mask(key_valid: Tensor, query_start: int, num_queries: int) -> Te
 
 
 class ARTransformer(nn.Module):
-    """Text-conditioned causal transformer over visual tokens; see the module docstring for the layout."""
+    """Text-conditioned causal transformer over visual tokens; see the module docstring for the layout.
 
-    def __init__(self, cfg: ARConfig):
+    `frame_grid` (h, w): the codes of one AR frame (`ArlonConfig.ar_frame_grid`), which the
+    "factorised_rope" positions read the layout on; the "learned" ones do not need it.
+    """
+
+    def __init__(self, cfg: ARConfig, frame_grid: tuple[int, int] | None = None):
         super().__init__()
         self.cfg = cfg
         self.text_proj = nn.Linear(cfg.text_dim, cfg.n_embd)
         self.start = nn.Parameter(torch.zeros(cfg.n_embd))
         self.code_emb = nn.Embedding(cfg.vocab_size, cfg.n_embd)
-        self.pos_emb = nn.Embedding(cfg.max_video_tokens, cfg.n_embd)
+        self.positions = AR_POSITIONS.get(cfg.position)(cfg, frame_grid)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.ln_f = nn.LayerNorm(cfg.n_embd)
@@ -264,20 +372,37 @@ class ARTransformer(nn.Module):
     def _embed_text(self, text_emb: Tensor) -> Tensor:
         return self.text_proj(text_emb.to(self.text_proj.weight.dtype))  # (B, L, D)
 
-    def _embed_visual(self, tokens: Tensor, first_position: int) -> Tensor:
-        """Visual inputs at positions first_position.. (tokens (B, S) long) -> (B, S, D)."""
-        positions = torch.arange(first_position, first_position + tokens.shape[1], device=tokens.device)
-        return self.code_emb(tokens) + self.pos_emb(positions)[None]
+    def _embed_visual(self, tokens: Tensor, first_slot: int) -> Tensor:
+        """Visual inputs at slots first_slot.. (tokens (B, S) long) -> (B, S, D)."""
+        slots = torch.arange(first_slot, first_slot + tokens.shape[1], device=tokens.device)
+        return self.code_emb(tokens) + self.positions.embed(slots)[None]
 
     def _embed_start(self, batch: int) -> Tensor:
-        start = self.start.to(self.pos_emb.weight.dtype) + self.pos_emb.weight[0]  # visual position 0
+        slot = torch.zeros(1, dtype=torch.long, device=self.start.device)
+        start = self.start.to(self.code_emb.weight.dtype) + self.positions.embed(slot)[0]  # visual slot 0
         return start.expand(batch, 1, -1)  # (B, 1, D)
 
-    def _run_blocks(self, x: Tensor, key_valid: Tensor, start: int, caches: list[KVCache] | None) -> Tensor:
+    def _rotary(self, num_text: int, first_slot: int, num_slots: int) -> tuple[Tensor, Tensor] | None:
+        """Rotary angles of `num_text` text entries (none: angle 0) then visual slots first_slot.."""
+        slots = torch.arange(first_slot, first_slot + num_slots, device=self.start.device)
+        visual = self.positions.angles(slots)
+        if visual is None:
+            return None
+        text = visual[0].new_zeros(num_text, visual[0].shape[1])
+        return torch.cat([text, visual[0]]), torch.cat([text, visual[1]])
+
+    def _run_blocks(
+        self,
+        x: Tensor,
+        key_valid: Tensor,
+        start: int,
+        caches: list[KVCache] | None,
+        rotary: tuple[Tensor, Tensor] | None,
+    ) -> Tensor:
         """x (B, S, D) at sequence positions start..start+S-1 -> final hidden states (B, S, D)."""
         mask = _attention_mask(key_valid[:, : start + x.shape[1]], start, x.shape[1])
         for i, block in enumerate(self.blocks):
-            x = block(x, mask, caches[i] if caches is not None else None, start)
+            x = block(x, mask, rotary, caches[i] if caches is not None else None, start)
         return self.ln_f(x)
 
     # -- training -------------------------------------------------------------------------------
@@ -298,7 +423,7 @@ class ARTransformer(nn.Module):
         visual = torch.cat([self._embed_start(B), self._embed_visual(tokens[:, :-1], 1)], dim=1)  # (B, n, D)
         x = self.drop(torch.cat([self._embed_text(text_emb), visual], dim=1))  # (B, L + n, D)
         key_valid = torch.cat([text_mask.bool(), text_mask.new_ones(B, n, dtype=torch.bool)], dim=1)
-        hidden = self._run_blocks(x, key_valid, 0, None)  # (B, L + n, D)
+        hidden = self._run_blocks(x, key_valid, 0, None, self._rotary(L, 0, n))  # (B, L + n, D)
         logits = self.head(hidden[:, L:])  # (B, n, V): only the visual positions
         loss = None
         if targets is not None:
@@ -310,6 +435,11 @@ class ARTransformer(nn.Module):
     # -- sampling -------------------------------------------------------------------------------
 
     @torch.no_grad()
+    def _check_grid(self, grid: tuple[int, int, int]) -> None:
+        expected = self.positions.frame_grid
+        if expected is not None and tuple(grid[1:]) != expected:
+            raise ConfigError(f"the AR model reads frames of {expected} codes, not {tuple(grid[1:])}")
+
     def generate(
         self,
         text_emb: Tensor,
@@ -333,6 +463,7 @@ class ARTransformer(nn.Module):
         K = self.cfg.codebook_size
         N = num_visual_tokens(grid)
         self._check_lengths(L, N)
+        self._check_grid(grid)
         device = text_emb.device
         text_mask = text_mask.bool()
 
@@ -353,7 +484,7 @@ class ARTransformer(nn.Module):
             tokens[:, :num_forced] = prefix_tokens
 
         # 3. Prefill [text ; start ; prefix] into a fresh cache.
-        dtype = self.pos_emb.weight.dtype
+        dtype = self.code_emb.weight.dtype
         head_dim = self.cfg.n_embd // self.cfg.n_head
         caches = [KVCache(rows, self.cfg.n_head, L + N, head_dim, dtype, device) for _ in self.blocks]
         key_valid = torch.cat([text_mask, text_mask.new_ones(rows, N)], dim=1)  # (rows, L + N)
@@ -361,7 +492,8 @@ class ARTransformer(nn.Module):
         x = torch.cat(
             [self._embed_text(text_emb), self._embed_start(rows), self._embed_visual(prefix_rows, 1)], dim=1
         )  # (rows, L + 1 + num_forced, D)
-        hidden = self._run_blocks(x, key_valid, 0, caches)[:, -1]  # (rows, D) predicts token num_forced
+        rotary = self._rotary(L, 0, 1 + num_forced)
+        hidden = self._run_blocks(x, key_valid, 0, caches, rotary)[:, -1]  # (rows, D) predicts token num_forced
 
         # 4. Decode one token per step; the layout fixes <FRAME>/<EOS>, codes are sampled.
         for position in range(num_forced, N):
@@ -378,7 +510,8 @@ class ARTransformer(nn.Module):
             tokens[:, position] = next_token
             if position + 1 < N:  # <EOS> itself is never fed back
                 x = self._embed_visual(next_token.repeat(rows // B)[:, None], position + 1)  # (rows, 1, D)
-                hidden = self._run_blocks(x, key_valid, L + position + 1, caches)[:, -1]
+                rotary = self._rotary(0, position + 1, 1)
+                hidden = self._run_blocks(x, key_valid, L + position + 1, caches, rotary)[:, -1]
         return self.tokens_to_codes(tokens, grid)
 
     def _with_null_branch(

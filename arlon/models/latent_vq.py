@@ -10,6 +10,10 @@ Encoder E_latent = 3D conv in, stride-2 3D convs (one per factor of 2 of each ax
 smaller factor stops striding earlier, so r != o works), a 3x3x3 conv, residual attention blocks
 (pre-norm conv and self-attention over all T/r * H/o * W/o positions through SDPA), then a 1x1x1
 projection to m. The decoder D_latent is the mirror image, with transposed convs to upsample.
+`frame_local` (the tiny preset's AR-ratio VQ) runs both on each token frame's r latent frames alone:
+then an object that moves by whole cells between token frames gets the same codes one cell further
+on, instead of codes that also depend on the frames before and after (and on the zero padding at
+the clip's ends), which the AR model would have to redraw rather than carry.
 VideoGPT uses BatchNorm + axial attention; we use GroupNorm (independent of the batch, so train and
 eval normalise alike) and full attention, which is cheap at the bottleneck (320 positions for a
 68-frame 512x512 video at 4x8x8).
@@ -290,9 +294,25 @@ class LatentVQVAE(nn.Module):
             )
         return tuple(size // factor for size, factor in zip(latent_size, self.cfg.compression))
 
+    def _encode_features(self, latent: Tensor) -> Tensor:
+        """latent (B, C, T, H, W) -> z (B, m, t, h, w). With `frame_local`, each group of r latent frames
+        (one token frame) is encoded on its own, so a token frame's codes depend on its frames only."""
+        if not self.cfg.frame_local:
+            return self.encoder(latent)
+        r = self.cfg.compression[0]
+        groups = rearrange(latent, "b c (t r) h w -> (b t) c r h w", r=r)
+        return rearrange(self.encoder(groups), "(b t) m 1 h w -> b m t h w", b=latent.shape[0])
+
+    def _decode_features(self, quantized: Tensor) -> Tensor:
+        """codebook vectors (B, m, t, h, w) -> F (B, C, T, H, W), per token frame with `frame_local`."""
+        if not self.cfg.frame_local:
+            return self.decoder(quantized)
+        frames = rearrange(quantized, "b m t h w -> (b t) m 1 h w")
+        return rearrange(self.decoder(frames), "(b t) c r h w -> b c (t r) h w", b=quantized.shape[0])
+
     def _quantize(self, latent: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         self.token_grid(tuple(latent.shape[2:]))
-        z = self.encoder(latent)  # (B, m, t, h, w)
+        z = self._encode_features(latent)  # (B, m, t, h, w)
         z = rearrange(z, "b m t h w -> b t h w m")
         quantized, indices, commit_loss, perplexity = self.quantizer(z)  # (B, t, h, w, m), (B, t, h, w)
         return rearrange(quantized, "b t h w m -> b m t h w"), indices, commit_loss, perplexity
@@ -300,7 +320,7 @@ class LatentVQVAE(nn.Module):
     def forward(self, latent: Tensor) -> VQOutput:
         """latent (B, C, T, H, W) -> VQOutput (recon F, indices Q, commitment loss, perplexity)."""
         quantized, indices, commit_loss, perplexity = self._quantize(latent)
-        recon = self.decoder(quantized)  # (B, C, T, H, W)
+        recon = self._decode_features(quantized)  # (B, C, T, H, W)
         return VQOutput(recon, indices, commit_loss, perplexity, quantized)
 
     def loss(self, latent: Tensor) -> tuple[Tensor, VQOutput]:
@@ -313,7 +333,7 @@ class LatentVQVAE(nn.Module):
         """latent (B, C, T, H, W) -> Q (B, T/r, H/o, W/o) long. Never updates the codebook."""
         B, _, T, H, W = latent.shape
         t, h, w = self.token_grid((T, H, W))
-        z = rearrange(self.encoder(latent), "b m t h w -> (b t h w) m")  # (B*t*h*w, m)
+        z = rearrange(self._encode_features(latent), "b m t h w -> (b t h w) m")  # (B*t*h*w, m)
         return self.quantizer.nearest(z).view(B, t, h, w)
 
     def codes_to_features(self, Q: Tensor) -> Tensor:
@@ -322,4 +342,4 @@ class LatentVQVAE(nn.Module):
 
     def decode(self, Q: Tensor) -> Tensor:
         """Q (B, t, h, w) long -> F (B, C, t*r, h*o, w*o), in the dtype of the weights."""
-        return self.decoder(self.codes_to_features(Q).to(self.decoder.proj_in.weight.dtype))
+        return self._decode_features(self.codes_to_features(Q).to(self.decoder.proj_in.weight.dtype))

@@ -135,7 +135,7 @@ def build_components(
     if not baseline_only:
         components.ar_vq = LatentVQVAE(cfg.ar_vq)
         components.dit_vq = LatentVQVAE(cfg.dit_vq)
-        components.ar = ARTransformer(cfg.ar)
+        components.ar = ARTransformer(cfg.ar, cfg.ar_frame_grid)
         components.injector = SemanticInjector(cfg.injection, cfg.noise, backbone)
         if not random_init:
             for name in ARLON_ONLY_COMPONENTS:

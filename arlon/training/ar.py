@@ -1,7 +1,8 @@
 """Stage "ar": the causal AR transformer over latent VQ codes (paper section 2.1, eq. 1).
 
-Every pool latent is tokenised once by the trained AR-ratio VQ-VAE (Q = E_latent(E_video(x)), laid
-out with <FRAME>/<EOS> by `codes_to_tokens`); the model then learns p(Q^AR | Y) by teacher forcing
+Each batch of latents is tokenised by the trained AR-ratio VQ-VAE (Q = E_latent(E_video(x)), laid
+out with <FRAME>/<EOS> by `codes_to_tokens`; the latents come from the fixed pool or, with
+`train.fresh_clips`, from clips never seen before); the model then learns p(Q^AR | Y) by teacher forcing
 with the caption embeddings Y of the text encoder. Captions are replaced by the empty prompt with
 probability `train.caption_dropout`, so that classifier-free guidance (`ar_sampling.cfg_scale`,
 whose null branch is the encoded empty prompt) has an unconditional model to contrast with.
@@ -17,7 +18,7 @@ from arlon.models.ar_transformer import ARTransformer, codes_to_tokens
 from arlon.models.latent_vq import LatentVQVAE
 from arlon.models.text_encoders import TextEncoder
 from arlon.training.common import RunContext, StageOutput, TrainConfig, run_training, seeded
-from arlon.training.data import ClipPool, TrainingData
+from arlon.training.data import ClipPool, StreamedLatents, TrainingData
 from arlon.training.vq import encode_codes
 
 EVAL_BATCH = 32
@@ -27,20 +28,22 @@ def train_ar(
     cfg: ARConfig,
     text_encoder: TextEncoder,
     ar_vq: LatentVQVAE,
-    data: TrainingData,
+    data: TrainingData | StreamedLatents,
     heldout: ClipPool,
     train: TrainConfig,
     run: RunContext,
+    frame_grid: tuple[int, int] | None = None,
 ) -> StageOutput:
-    """Train an ARTransformer on the AR-ratio codes of the latent pool; report held-out cross-entropy."""
-    tokens = codes_to_tokens(encode_codes(ar_vq, data.source.x, run.device), cfg.codebook_size)  # (N, n)
+    """Train an ARTransformer (`frame_grid`: `ArlonConfig.ar_frame_grid`, for factorised positions) on the AR-ratio codes of `data`'s latents; report held-out cross-entropy."""
+    ar_vq.eval()
     with seeded(train.seed, run.device):
-        ar = ARTransformer(cfg).to(run.device)
+        ar = ARTransformer(cfg, frame_grid).to(run.device)
 
     def loss_fn(batch, generator: torch.Generator) -> Tensor:
         captions = drop_captions(batch.captions, train.caption_dropout, generator)
         text_emb, text_mask = text_encoder.encode(captions)  # (B, L, D), (B, L)
-        targets = tokens[batch.indices].to(run.device)  # (B, n)
+        with torch.no_grad():
+            targets = codes_to_tokens(ar_vq.encode(batch.x), cfg.codebook_size)  # (B, n)
         _, loss = ar(text_emb.to(run.device), text_mask.to(run.device), targets, targets=targets)
         return loss
 

@@ -62,7 +62,17 @@ from arlon.models.video_vae import OpenSoraVAE, VideoVAE, build_video_vae
 from arlon.training.ar import train_ar
 from arlon.training.backbone import train_backbone
 from arlon.training.common import Checkpointer, RunContext, StageOutput, TrainConfig, TrainProgress
-from arlon.training.data import ClipPool, ClipSource, DataConfig, TrainingData, build_clip_source, encode_pool
+from arlon.training.data import (
+    STREAM_CLIPS,
+    ClipPool,
+    ClipSource,
+    DataConfig,
+    StreamedLatents,
+    ToyWorldClips,
+    TrainingData,
+    build_clip_source,
+    encode_pool,
+)
 from arlon.training.injection import train_injector
 from arlon.training.stages import (
     RECIPE_VERSIONS,
@@ -217,7 +227,7 @@ class TrainingSession:
                 "recipe": RECIPE_VERSIONS[stage],
                 "configs": stage_configs(stage, self.cfg),
                 "train": train_key_fields(train),
-                "data": self.data_spec(stage),
+                "data": self.data_spec(stage, train),
                 "upstream": {name: done.manifest["sha256"] for name, done in upstream.items()},
             }
         )
@@ -253,11 +263,24 @@ class TrainingSession:
             self._clips[split] = build_clip_source(self.data, self.cfg.video, split)
         return self._clips[split]
 
-    def data_spec(self, stage: str) -> dict:
-        """What a stage reads: pixel clips for the VAE, the latent pool for every other stage."""
+    def data_spec(self, stage: str, train: TrainConfig) -> dict:
+        """What a stage reads: pixel clips for the VAE, the latent pool or a fresh clip stream for the others."""
         if stage == "vae":
             return {"clips": self.clips("train").spec, "seed": self.data.seed}
+        if self.streams(train):
+            return {**self.pool_spec("train"), "clips": self.stream_source().spec, "stream": True}
         return self.pool_spec("train")
+
+    def streams(self, train: TrainConfig) -> bool:
+        """Whether a stage reads fresh clips: `train.fresh_clips` on the toy world, which has as many as a run
+        reads. A CSV of videos holds a fixed set of clips, which the stage reads as its latent pool."""
+        return train.fresh_clips and self.data.source == "toyworld"
+
+    def stream_source(self) -> ClipSource:
+        """The clips of streaming stages: the toy world's training split, as long as any run reads."""
+        if "stream" not in self._clips:
+            self._clips["stream"] = ToyWorldClips(self.cfg.video, self.data.seed, "train", STREAM_CLIPS)
+        return self._clips["stream"]
 
     def vae_identity(self) -> dict:
         if is_trained_here("vae", self.cfg):
@@ -312,7 +335,13 @@ class TrainingSession:
             return None
         return ClipPool(latents, meta["captions"], meta["spec"])
 
-    def pool_data(self, train: TrainConfig) -> TrainingData:
+    def pool_data(self, train: TrainConfig) -> TrainingData | StreamedLatents:
+        """The batches a stage after the VAE reads: the latent pool, or fresh clips (`train.fresh_clips`)."""
+        if self.streams(train):
+            vae = self.load("vae").to(self.device).eval()
+            # Each seed reads its own stretch of the stream.
+            offset = train.seed * (STREAM_CLIPS >> 8)
+            return StreamedLatents(self.stream_source(), vae.encode, train.batch_size, self.device, offset)
         return TrainingData(self.pool("train"), train.batch_size, train.seed)
 
     # -- components -----------------------------------------------------------------------------
@@ -328,7 +357,7 @@ class TrainingSession:
             "vae": lambda: build_video_vae(cfg.vae),
             "ar_vq": lambda: LatentVQVAE(cfg.ar_vq),
             "dit_vq": lambda: LatentVQVAE(cfg.dit_vq),
-            "ar": lambda: ARTransformer(cfg.ar),
+            "ar": lambda: ARTransformer(cfg.ar, cfg.ar_frame_grid),
             "backbone": lambda: STDiT3(cfg.backbone),
         }
         module = builders[stage]()
@@ -353,7 +382,7 @@ class TrainingSession:
             "config": stage_configs(stage, self.cfg),
             "train": dataclasses.asdict(train),
             "step": len(output.result.losses),
-            "data": self.data_spec(stage),
+            "data": self.data_spec(stage, train),
             "data_seed": self.data.seed,
             "metrics": output.metrics,
             "upstream": {name: done.manifest["sha256"] for name, done in upstream.items()},
@@ -379,7 +408,10 @@ class TrainingSession:
 
     def _run_ar(self, train: TrainConfig, run: RunContext) -> StageOutput:
         ar_vq = self.load("ar_vq").to(self.device)
-        return train_ar(self.cfg.ar, self.text_encoder, ar_vq, self.pool_data(train), self.pool("heldout"), train, run)
+        cfg = self.cfg
+        return train_ar(
+            cfg.ar, self.text_encoder, ar_vq, self.pool_data(train), self.pool("heldout"), train, run, cfg.ar_frame_grid
+        )
 
     def _run_backbone(self, train: TrainConfig, run: RunContext) -> StageOutput:
         cfg = self.cfg

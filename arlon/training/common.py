@@ -65,6 +65,11 @@ class TrainConfig:
     seed: int = 0  # model init, data order and every random draw of the run
     caption_dropout: float = 0.0  # AR stage: captions replaced by "" with this probability (for CFG)
     clip_frames: int = 0  # VAE stage: train on random temporal crops of this many frames (0 = whole clips)
+    # Stages after the VAE: read a stream of clips never seen before, encoded as they come, instead of
+    # the fixed latent pool (on the toy world, which has as many clips as a run reads; a CSV's clips
+    # stay a pool)
+    fresh_clips: bool = False
+    recipe: str = "custom"  # the named recipe this came from (`arlon.training.stages.RECIPES`), for manifests
 
     def validate(self, stage: str) -> "TrainConfig":
         """Every field in its range (`RECIPE_RANGES`), named as a grid writes it: train.<stage>.<field>."""

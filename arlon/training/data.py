@@ -170,9 +170,9 @@ class ToyWorldClips:
     rendered once when they all fit in RENDER_CACHE_BYTES)."""
 
     def __init__(self, video: VideoConfig, seed: int, split: str, size: int):
-        self.world = ToyWorld(seed, num_frames=video.num_frames, height=video.height, width=video.width, split=split)
-        if size > len(self.world):
-            raise ConfigError(f"the toy world's {split} split has {len(self.world)} clips; asked for {size}")
+        self.world = ToyWorld(
+            seed, num_frames=video.num_frames, height=video.height, width=video.width, split=split, length=size
+        )
         self.size = size
         self.spec = {
             "source": "toyworld",
@@ -265,6 +265,47 @@ class ClipPool:
 
     def clip(self, index: int) -> tuple[Tensor, str]:
         return self.x[index], self.captions[index]
+
+
+class StreamedLatents:
+    """An endless stream of clips never seen before, encoded by the video VAE as they are read.
+
+    Batch s of rank r holds clips (s * world_size + r) * B .. + B - 1 of `source` (a toy world as long
+    as a run can read; `stream_offset` moves the whole stream), so a stage that trains longer sees more
+    clips instead of the same ones again, and a resumed run sees the batches an uninterrupted one would.
+    Yields `Batch`es of latents like `TrainingData` over a latent pool.
+    """
+
+    def __init__(
+        self,
+        source: ClipSource,
+        encode: Callable[[Tensor], Tensor],
+        batch_size: int,
+        device: torch.device,
+        stream_offset: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
+        self.source, self.encode, self.batch_size, self.device = source, encode, batch_size, device
+        self.stream_offset, self.rank, self.world_size = stream_offset, rank, world_size
+
+    @torch.no_grad()
+    def batches(self, start_step: int = 0) -> Iterator[Batch]:
+        step = start_step
+        while True:
+            first = self.stream_offset + (step * self.world_size + self.rank) * self.batch_size
+            indices = list(range(first, first + self.batch_size))
+            if indices[-1] >= len(self.source):
+                raise ConfigError(f"the clip stream ran out at clip {indices[-1]}: the source holds {len(self.source)}")
+            clips = [self.source.clip(i) for i in indices]
+            video = torch.stack([tensor for tensor, _ in clips]).to(self.device)
+            latents = self.encode(video).float()  # (B, C, T', H', W')
+            yield Batch(latents, [caption for _, caption in clips], torch.tensor(indices, dtype=torch.long))
+            step += 1
+
+
+# The toy world's clips a stream may read: far more than any recipe reads (steps x batch).
+STREAM_CLIPS = 1 << 40
 
 
 @torch.no_grad()

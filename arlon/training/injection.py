@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from arlon.config import FlowConfig, InjectionConfig, NoiseConfig, VideoConfig
+from arlon.errors import ConfigError
 from arlon.injection.adapters import SemanticInjector
 from arlon.models.latent_vq import LatentVQVAE
 from arlon.models.stdit3 import STDiT3
@@ -46,6 +47,8 @@ def train_injector(
     run: RunContext,
 ) -> StageOutput:
     """Train a SemanticInjector on the frozen `backbone`; the returned module holds the EMA weights."""
+    if not isinstance(data, TrainingData):
+        raise ConfigError("the injector trains on the latent pool: train.fresh_clips is for the AR model and the backbone")
     conditions = latent_conditions(condition_vq, data.source.x, run.device)  # (N, C, T, H, W) F per pool clip
     heldout_conditions = latent_conditions(condition_vq, heldout.x, run.device)
     backbone.requires_grad_(False)

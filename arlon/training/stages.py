@@ -40,6 +40,11 @@ STAGE_DESCRIPTIONS = {
 RECIPE_VERSIONS = {"vae": 1, "ar_vq": 1, "dit_vq": 1, "ar": 1, "backbone": 1, "injector": 2, "latents": 1}
 
 
+DEFAULT_RECIPE = "full"  # the recipe of the shipped tiny weights, and of injectors trained on demand
+AR_FULL_STEPS = 2400
+BACKBONE_FULL_STEPS = 3600
+
+
 def check_stage(stage: str) -> str:
     if stage not in STAGES:
         close = difflib.get_close_matches(stage, STAGES, n=1)
@@ -110,14 +115,15 @@ def stage_configs(stage: str, cfg: ArlonConfig) -> dict:
 TRAINING_FLOW_FIELDS = ("num_timesteps", "use_timestep_transform", "transform_scale")
 
 
-def default_train_config(stage: str, cfg: ArlonConfig) -> TrainConfig:
-    """The recipe of `stage` for the preset `cfg.name` ("tiny" or "paper")."""
+def default_train_config(stage: str, cfg: ArlonConfig, recipe: str = DEFAULT_RECIPE) -> TrainConfig:
+    """The `recipe` ("full" or "quick") of `stage` for the preset `cfg.name` ("tiny" or "paper")."""
     check_stage(stage)
-    table = DEFAULT_TRAIN_CONFIGS.get(cfg.name)
-    if table is None:
-        raise ConfigError(
-            f"no default training recipe for preset {cfg.name!r} (known: {', '.join(DEFAULT_TRAIN_CONFIGS)})"
-        )
+    recipes = RECIPES.get(cfg.name)
+    if recipes is None:
+        raise ConfigError(f"no default training recipe for preset {cfg.name!r} (known: {', '.join(RECIPES)})")
+    if recipe not in recipes:
+        raise ConfigError(f"preset {cfg.name!r} has no recipe {recipe!r} (choices: {', '.join(recipes)})")
+    table = recipes[recipe]
     if stage not in table:
         raise ConfigError(
             f"preset {cfg.name!r} has no training recipe for stage {stage!r}: it loads Open-Sora v1.2's weights; "
@@ -126,16 +132,16 @@ def default_train_config(stage: str, cfg: ArlonConfig) -> TrainConfig:
     return table[stage]
 
 
-# Tiny preset: sized so that `train --all` fits in 20 minutes on two CPU cores (16 min 24 s measured
-# cold, with two worker processes; per-stage wall times in each shipped manifest): 1500 VAE steps reach
-# 29 dB held-out PSNR on the toy world; the AR chain (ar_vq, AR) and the backbone chain (dit_vq,
-# backbone, injector) take about as long. 1200 ar_vq steps: the AR-ratio round trip keeps colour and
-# motion in 97% of held-out videos (600 steps: 94%).
+# Tiny preset, "quick" recipe: `train --all` in under 20 minutes on two CPU cores (16 min 24 s measured
+# cold for world version 2, with two worker processes; per-stage wall times in each manifest), every
+# stage on the fixed pool of 2048 clips. 1500 VAE steps reach 29 dB held-out PSNR on the toy world; the
+# AR chain (ar_vq, AR) and the backbone chain (dit_vq, backbone, injector) take about as long. 1200
+# ar_vq steps: the AR-ratio round trip keeps colour and motion in 97% of held-out videos (600: 94%).
 # 800 backbone steps instead of 400: held-out flow loss 0.607 -> 0.482, and on 64 held-out prompts
 # `toy_layout_iou` with the AR video 0.156 -> 0.236 (ARLON), 0.097 -> 0.155 (baseline). The DiT side
-# follows Open-Sora: AdamW, grad clip 1, warmup, EMA 0.99 (Open-Sora v1.2 `scripts/train.py`), with a higher learning
-# rate than Open-Sora's fine-tuning because the tiny backbone trains from scratch in a few hundred steps.
-_TINY = {
+# follows Open-Sora: AdamW, grad clip 1, warmup, EMA 0.99 (Open-Sora v1.2 `scripts/train.py`), with a
+# higher learning rate than Open-Sora's fine-tuning because the tiny backbone trains from scratch.
+_TINY_QUICK = {
     "vae": TrainConfig(steps=1500, batch_size=8, lr=3e-3, warmup_steps=50, clip_frames=8, checkpoint_every=200),
     "ar_vq": TrainConfig(steps=1200, batch_size=32, lr=1e-3, warmup_steps=30, checkpoint_every=200),
     "dit_vq": TrainConfig(steps=300, batch_size=32, lr=1e-3, warmup_steps=30, checkpoint_every=200),
@@ -143,6 +149,23 @@ _TINY = {
     "backbone": TrainConfig(steps=800, batch_size=8, lr=2e-3, warmup_steps=50, ema_decay=0.99, checkpoint_every=100),
     "injector": TrainConfig(steps=120, batch_size=8, lr=3e-3, warmup_steps=20, ema_decay=0.99, checkpoint_every=40),
 }
+_TINY_QUICK = {stage: dataclasses.replace(recipe, recipe="quick") for stage, recipe in _TINY_QUICK.items()}
+
+# Tiny preset, "full" recipe: the shipped weights (arlon/weights/tiny). The AR model and the backbone
+# read fresh clips (`fresh_clips`) for longer, so that more training cannot overfit a fixed pool.
+# Measured wall times per stage are in the shipped manifests; the README gives the whole recipe's.
+_TINY_FULL = {
+    **_TINY_QUICK,
+    "ar": TrainConfig(
+        steps=AR_FULL_STEPS, batch_size=32, lr=2e-3, warmup_steps=50, caption_dropout=0.1, checkpoint_every=100,
+        fresh_clips=True,
+    ),
+    "backbone": TrainConfig(
+        steps=BACKBONE_FULL_STEPS, batch_size=8, lr=2e-3, warmup_steps=50, ema_decay=0.99, checkpoint_every=100,
+        fresh_clips=True,
+    ),
+}
+_TINY_FULL = {stage: dataclasses.replace(recipe, recipe="full") for stage, recipe in _TINY_FULL.items()}
 
 # Paper preset: only what the paper (section 4.1) and Open-Sora v1.2's DiT recipe (`scripts/train.py`) state.
 # Neither gives step counts or a recipe for the latent VQ-VAEs and the AR model, so `steps` stays unset
@@ -155,5 +178,10 @@ _PAPER = {
     # and EMA from Open-Sora v1.2's DiT training.
     "injector": TrainConfig(lr=2e-5, min_lr_ratio=1.0, eps=1e-15, grad_clip=1.0, warmup_steps=1000, ema_decay=0.99),
 }
+_PAPER = {stage: dataclasses.replace(recipe, recipe="full") for stage, recipe in _PAPER.items()}
 
-DEFAULT_TRAIN_CONFIGS: dict[str, dict[str, TrainConfig]] = {"tiny": _TINY, "paper": _PAPER}
+# preset -> recipe name -> stage -> TrainConfig
+RECIPES: dict[str, dict[str, dict[str, TrainConfig]]] = {
+    "tiny": {"full": _TINY_FULL, "quick": _TINY_QUICK},
+    "paper": {"full": _PAPER},
+}

@@ -35,6 +35,7 @@ SHOWN = (
     ("vq_colour_and_motion_kept", "AR-ratio VQ round trip keeps colour and motion (share of videos)"),
     ("clean_colour_and_motion", "  the same judged on the clean clips (the judges' ceiling)"),
     ("ar_prompt_match", "AR samples show the primary object's colour, shape and motion (share of prompts)"),
+    ("ar_primary_motion", "  the primary object's motion alone"),
     ("ar_all", "  ... and those of every object"),
     ("ar_colour", "  colour of every object"),
     ("ar_shape", "  shape of every object"),
@@ -59,8 +60,11 @@ SHOWN = (
     ("baseline_motion_stillness", "baseline motion stillness"),
     ("arlon_motion_accuracy", "ARLON toy_motion_accuracy"),
     ("baseline_motion_accuracy", "baseline toy_motion_accuracy"),
-    ("arlon_prompt_match", "ARLON videos match the prompt (share of prompts)"),
+    ("arlon_minus_baseline_motion_accuracy", "  ARLON minus baseline (paired)"),
+    ("arlon_prompt_match", "ARLON videos match the prompt: every object's colour, shape, motion (share of prompts)"),
+    ("arlon_primary_match", "  the primary object's"),
     ("baseline_prompt_match", "baseline videos match the prompt (share of prompts)"),
+    ("baseline_primary_match", "  the primary object's"),
 )
 
 

@@ -12,7 +12,7 @@ from arlon.checkpoints.io import check_output_dir
 from arlon.presets import get_preset
 from arlon.training import DataConfig, TrainConfig, TrainingSession, default_train_config, stages_for
 from arlon.training.cache import TrainedStage
-from arlon.training.stages import check_stage
+from arlon.training.stages import DEFAULT_RECIPE, check_stage
 from bench.cli.console import cli_console, error_text
 from bench.cli.options import DeviceOpt, PresetOpt, SetOpt
 from bench.cli.progress import task_bars
@@ -26,6 +26,8 @@ from bench.runner import train_stages
 EXAMPLES = """Examples:
 
   arlon-bench train --preset tiny --all
+
+  arlon-bench train --preset tiny --all --recipe quick
 
   ARLON_CACHE_DIR=$(mktemp -d) arlon-bench train --preset tiny --all --no-shipped --out retrained/
 
@@ -63,6 +65,14 @@ def train(
     ] = None,
     all_stages: Annotated[bool, typer.Option("--all", help="Train every stage of the preset, reusing cached ones (independent stages side by side when there are several workers).")] = False,
     preset: PresetOpt = "tiny",
+    recipe: Annotated[
+        str,
+        typer.Option(
+            "--recipe",
+            help="Named recipe: full (the one behind the shipped tiny weights) or quick (the tiny preset in under "
+            "20 minutes on 2 CPU cores, for CI and tests).",
+        ),
+    ] = DEFAULT_RECIPE,
     overrides: SetOpt = None,
     steps: Annotated[Optional[int], typer.Option("--steps", help="Optimiser steps of every stage trained (= --set train.steps=N).")] = None,
     data: Annotated[str, typer.Option("--data", help="'toyworld' or a CSV of video paths and captions.")] = "toyworld",
@@ -98,8 +108,8 @@ def train(
     data_cfg = apply_overrides(TrainingOptions(TrainConfig(), DataConfig(source=data)), [o for o in recipe_overrides if o.startswith("data.")]).data
     train_overrides = [o for o in recipe_overrides if o.startswith("train.")]
     asked = stages_for(cfg) if all_stages else list(stage)
-    recipes = {name: default_train_config(name, cfg) for name in stages_for(cfg)}
-    recipes.update(stage_recipes(cfg, asked, train_overrides))
+    recipes = {name: default_train_config(name, cfg, recipe) for name in stages_for(cfg)}
+    recipes.update(stage_recipes(cfg, asked, train_overrides, recipe))
     console = cli_console()
     torch_device = parse_device(device)
     runner = make_executor(executor, workers=workers, device=str(torch_device) if torch_device else None)
@@ -121,14 +131,16 @@ def train(
         console.print(f"checkpoints: {checkpoint_dir}  (arlon-bench sample --checkpoint {checkpoint_dir} ...)", soft_wrap=True)
 
 
-def stage_recipes(cfg, stages: list[str], train_overrides: list[str]) -> dict[str, TrainConfig]:
+def stage_recipes(
+    cfg, stages: list[str], train_overrides: list[str], recipe: str = DEFAULT_RECIPE
+) -> dict[str, TrainConfig]:
     """The recipe of each stage in `stages` with the `train.*` overrides applied.
 
     Only the stages asked for are changed: the stages they depend on keep their default recipes
     (and so their cache keys), so `--stage backbone --set train.steps=1000` reuses the cached VAE.
     """
     return {
-        name: apply_overrides(TrainingOptions(default_train_config(name, cfg), DataConfig()), train_overrides).train
+        name: apply_overrides(TrainingOptions(default_train_config(name, cfg, recipe), DataConfig()), train_overrides).train
         for name in stages
     }
 
@@ -143,9 +155,11 @@ def split_overrides(overrides: list[str], steps: int | None) -> tuple[list[str],
 
 
 def summary_line(stage: TrainedStage, trained_now: bool) -> str:
-    """`vae: trained 700 steps in 212.3 s, loss 0.1102 -> 0.0041, heldout_psnr_db=29.1 [dir]`."""
+    """`vae: trained 700 steps (recipe full) in 212.3 s, loss 0.1102 -> 0.0041, heldout_psnr_db=29.1 [dir]`."""
     metrics = stage.metrics
-    status = f"trained {stage.manifest['step']} steps in {stage.manifest['wall_s']:.1f} s" if trained_now else "cached"
+    recipe = stage.manifest.get("train", {}).get("recipe", "custom")
+    steps = f"{stage.manifest['step']} steps (recipe {recipe})"
+    status = f"trained {steps} in {stage.manifest['wall_s']:.1f} s" if trained_now else f"cached, {steps}"
     loss = f"loss {metrics.get('loss_first', math.nan):.4f} -> {metrics.get('loss_final', math.nan):.4f}"
     shown = "".join(f", {name}={metrics[name]:.4g}" for name in SHOWN_METRICS if name in metrics)
     return f"{stage.stage}: {status}, {loss}{shown}  [{stage.directory}]"

@@ -265,7 +265,7 @@ def load_cell_components(job: GenerationJob, device: str) -> ArlonComponents:
         # The baseline draws no AR codes; its reference is what the AR model plans for the same
         # prompt and seed (the codes an ARLON cell sharing this AR model would inject).
         components.ar_vq = LatentVQVAE(cell.config.ar_vq)
-        components.ar = ARTransformer(cell.config.ar)
+        components.ar = ARTransformer(cell.config.ar, cell.config.ar_frame_grid)
         for name in ("ar_vq", "ar"):
             load_checked(job.checkpoint_dir, name, getattr(components, name), cell.config)
         components.to(device).eval()

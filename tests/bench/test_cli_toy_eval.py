@@ -17,7 +17,7 @@ def test_toy_eval_ar_check_prints_the_ladder_and_writes_json(capsys, monkeypatch
     assert saved["config"]["checks"] == ["ar"] and saved["config"]["num_prompts"] == 2
     ladder = [f"ar_{rung}_primary_all" for rung in ("teacher_forced", "from_1_frames", "from_2_frames", "from_3_frames")]
     assert all(0.0 <= saved["figures"][name] <= 1.0 for name in ladder)
-    assert set(saved["targets"]) == {"ar_prompt_match"}
+    assert set(saved["targets"]) == {"ar_prompt_match", "ar_primary_motion"}
 
 
 def test_toy_eval_unknown_check_is_one_clear_line(capsys, monkeypatch):

@@ -66,13 +66,13 @@ def test_train_all_with_two_worker_processes_then_everything_is_cached(tmp_path)
     result = runner.invoke(app, args, env=env)
     assert result.exit_code == 0, result.output
     for stage in ("vae", "ar_vq", "dit_vq", "ar", "backbone", "injector"):
-        assert f"{stage}: trained 2 steps in" in result.output
+        assert f"{stage}: trained 2 steps (recipe full) in" in result.output
         assert (tmp_path / "ckpt" / f"{stage}.safetensors").is_file()
     assert "train injector" in result.output and "loss " in result.output  # the workers' step bars, with the loss
 
     again = runner.invoke(app, args, env=env)
     assert again.exit_code == 0, again.output
-    cached = [line.split(":")[0] for line in again.output.splitlines() if ": cached, loss" in line]
+    cached = [line.split(":")[0] for line in again.output.splitlines() if ": cached, 2 steps (recipe full), loss" in line]
     assert cached == ["vae", "ar_vq", "dit_vq", "ar", "backbone", "injector"]
 
 
@@ -104,3 +104,38 @@ def test_no_shipped_trains_a_stage_the_package_ships(tmp_path, monkeypatch):
     monkeypatch.setattr(TrainingSession, "_train", train)
     with pytest.raises(WouldTrain, match="vae"):
         TrainingSession(tiny(), cache_dir=tmp_path, use_shipped=False).ensure("vae")
+
+
+def test_named_recipes_pick_their_settings_and_manifests_name_them(tmp_path, capsys, monkeypatch):
+    """`--recipe quick` trains the quick recipe's settings (the AR on the fixed pool), the default
+    `full` recipe streams fresh clips to the AR, each manifest says which; an unknown one is one line."""
+    from arlon.presets import tiny
+    from arlon.training import default_train_config
+
+    full, quick = default_train_config("ar", tiny()), default_train_config("ar", tiny(), "quick")
+    assert (full.recipe, quick.recipe) == ("full", "quick")
+    assert full.fresh_clips and not quick.fresh_clips and full.steps > quick.steps
+    assert default_train_config("vae", tiny(), "quick").recipe == "quick"
+
+    env = {"ARLON_CACHE_DIR": str(tmp_path)}
+    result = runner.invoke(app, ["train", "--stage", "ar_vq", "--recipe", "quick", "--steps", "1", *SMALL], env=env)
+    assert result.exit_code == 0, result.output
+    assert "ar_vq: trained 1 steps (recipe quick)" in result.output
+    manifest = json.loads(next((tmp_path / "stages" / "ar_vq").glob("*/ar_vq.json")).read_text())
+    assert manifest["train"]["recipe"] == "quick" and manifest["train"]["fresh_clips"] is False
+
+    code, err = _main(capsys, monkeypatch, "train", "--all", "--recipe", "slow")
+    assert code == 2 and err.strip().splitlines() == ["error: preset 'tiny' has no recipe 'slow' (choices: full, quick)"]
+
+
+def test_fresh_clips_stream_the_toy_world_and_leave_a_csv_a_pool(tmp_path):
+    import dataclasses
+
+    from arlon.presets import tiny
+    from arlon.training import DataConfig, TrainingSession, default_train_config
+
+    recipe = default_train_config("ar", tiny())
+    toy = TrainingSession(tiny(), cache_dir=tmp_path, device="cpu")
+    assert toy.streams(recipe) and not toy.streams(dataclasses.replace(recipe, fresh_clips=False))
+    csv = TrainingSession(tiny(), data=DataConfig(source=str(tmp_path / "clips.csv")), cache_dir=tmp_path, device="cpu")
+    assert not csv.streams(recipe)

@@ -44,7 +44,10 @@ def test_every_check_runs_and_an_untrained_arlon_gains_nothing(untrained, tmp_pa
     seen = []
     report = evaluate_tiny_stack(untrained, cfg, progress=lambda task, done, total: seen.append((task, done, total)))
     assert {task for task, _, _ in seen} == {"vae", "vq", "ar", "ar ladder", "arlon"} and ("arlon", 4, 4) in seen
-    assert set(report.targets) == {"vae_psnr_db", "vq_colour_and_motion_kept", "ar_prompt_match", "arlon_minus_baseline_layout_iou_low"}
+    assert set(report.targets) == {
+        "vae_psnr_db", "vq_colour_and_motion_kept", "ar_prompt_match", "ar_primary_motion", "arlon_prompt_match",
+        "arlon_motion_accuracy", "arlon_minus_baseline_layout_iou_low", "arlon_minus_baseline_motion_accuracy_low",
+    }
     assert report.figures["clean_colour_and_motion"] == 1.0
     ladder = [f"ar_{rung}_primary_all" for rung in ("teacher_forced", "from_1_frames", "from_2_frames", "from_3_frames")]
     for name in ("vq_colour_and_motion_kept", "ar_all", "arlon_layout_iou", "baseline_motion_accuracy", *ladder):
@@ -53,6 +56,9 @@ def test_every_check_runs_and_an_untrained_arlon_gains_nothing(untrained, tmp_pa
     difference = report.intervals["arlon_minus_baseline_layout_iou"]
     assert difference.mean == difference.low == difference.high == 0.0
     assert not report.targets["arlon_minus_baseline_layout_iou_low"]["passed"]
+    motion = report.intervals["arlon_minus_baseline_motion_accuracy"]
+    assert motion.mean == motion.low == motion.high == 0.0
+    assert not report.targets["arlon_minus_baseline_motion_accuracy_low"]["passed"]
     assert not report.targets["vae_psnr_db"]["passed"]  # random weights reconstruct nothing
     presence = report.intervals["arlon_minus_baseline_motion_presence"]  # two of the prompts ask for travel
     assert presence.n == 2 and presence.mean == presence.low == presence.high == 0.0

@@ -158,6 +158,25 @@ def test_motion_labels_agree_with_trajectories():
     assert seen == set(tw.MOTIONS)
 
 
+def test_linear_moves_step_one_ar_cell_per_ar_frame_from_the_lattice():
+    """At 32x32 a linear mover advances exactly 1 px per frame on each axis it moves along (4 px, one
+    tiny AR code cell, per AR frame of 4 frames) and, when its start range allows, starts on the
+    half-cell lattice; so its AR codes repeat one cell further on in the next AR frame."""
+    on_lattice, movers = 0, 0
+    for clip in _clips("train", 150, seed=7):
+        for i, obj in enumerate(clip.scene.objects):
+            if obj.motion not in tw.LINEAR_MOTIONS or clip.scene.camera_pan != "none":
+                continue
+            movers += 1
+            steps = np.diff(clip.centres[:, i], axis=0)  # (T-1, 2) px per frame
+            ux, uy = tw.LINEAR_MOTIONS[obj.motion]
+            np.testing.assert_allclose(steps, np.broadcast_to([np.sign(round(ux, 6)), np.sign(round(uy, 6))], steps.shape), atol=1e-5)
+            start = np.array([obj.x, obj.y]) / tw.START_LATTICE
+            on_lattice += bool(np.allclose(start, np.round(start)))
+            assert obj.size * tw._EXTENT[obj.shape] <= tw.MAX_MOVER_EXTENT + 1e-9
+    assert movers > 20 and on_lattice / movers > 0.8  # the largest movers have less than a lattice step of room
+
+
 def test_growing_objects_cover_more_pixels():
     scene = tw.SceneSpec("dark", (tw.ObjectSpec("triangle", "red", "grow", 0.5, 0.5, 0.09, 0.006),))
     area = tw.render(scene).masks[:, 0].sum(axis=(1, 2))

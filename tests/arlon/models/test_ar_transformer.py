@@ -11,6 +11,7 @@ from arlon.errors import ConfigError
 from arlon.models.ar_transformer import (
     IGNORE_INDEX,
     ARTransformer,
+    apply_rotary,
     codes_to_tokens,
     num_visual_tokens,
     sample_codes,
@@ -18,16 +19,19 @@ from arlon.models.ar_transformer import (
 )
 from arlon.presets import paper, tiny
 
-CFG = dataclasses.replace(tiny().ar, n_layer=2)
+CFG = dataclasses.replace(tiny().ar, n_layer=2, position="learned")
 K = CFG.codebook_size
 GRID = (2, 3, 3)
 B, L = 2, 24
 GREEDY = ARSamplingConfig(temperature=0.0)
+# Both position encodings; the factorised one reads the layout on GRID's 3x3 frames.
+POSITIONS = {"learned": CFG, "factorised_rope": dataclasses.replace(CFG, position="factorised_rope")}
+each_position = pytest.mark.parametrize("position", list(POSITIONS))
 
 
-def build(seed: int = 0) -> ARTransformer:
+def build(seed: int = 0, position: str = "learned") -> ARTransformer:
     torch.manual_seed(seed)
-    return ARTransformer(CFG).eval()
+    return ARTransformer(POSITIONS[position], frame_grid=GRID[1:]).eval()
 
 
 def text(seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
@@ -85,8 +89,9 @@ def test_forward_logits_and_loss_cover_only_visual_tokens():
     torch.testing.assert_close(loss_first, F.cross_entropy(logits[:, 0], tokens[:, 0]))
 
 
-def test_causality():
-    model = build()
+@each_position
+def test_causality(position):
+    model = build(position=position)
     emb, mask = text()
     tokens = codes_to_tokens(codes(), K)
     logits, _ = model(emb, mask, tokens)
@@ -98,8 +103,9 @@ def test_causality():
     assert not torch.allclose(logits_changed[:, i + 1 :], logits[:, i + 1 :])
 
 
-def test_padded_text_is_never_attended():
-    model = build()
+@each_position
+def test_padded_text_is_never_attended(position):
+    model = build(position=position)
     emb, mask = text()
     tokens = codes_to_tokens(codes(), K)
     logits, loss = model(emb, mask, tokens, targets=tokens)
@@ -152,15 +158,17 @@ def reference_generate(model, emb, mask, grid, sampling, null_emb=None, null_mas
     return tokens_to_codes(tokens, grid, K)
 
 
-def test_kv_cache_greedy_equals_full_recomputation():
-    model = build()
+@each_position
+def test_kv_cache_greedy_equals_full_recomputation(position):
+    model = build(position=position)
     emb, mask = text()
     Q = model.generate(emb, mask, GRID, GREEDY)
     assert torch.equal(Q, reference_generate(model, emb, mask, GRID, GREEDY))
 
 
-def test_kv_cache_greedy_with_cfg_and_prefix_equals_full_recomputation():
-    model = build()
+@each_position
+def test_kv_cache_greedy_with_cfg_and_prefix_equals_full_recomputation(position):
+    model = build(position=position)
     emb, mask = text()
     null_emb = torch.zeros(1, L, CFG.text_dim)
     null_mask = torch.zeros(1, L, dtype=torch.bool)
@@ -245,3 +253,54 @@ def test_paper_size_parameter_count():
         model = ARTransformer(paper().ar)
     count = sum(p.numel() for p in model.parameters())
     assert abs(count - 192e6) / 192e6 < 0.25, count
+
+
+# -- factorised rotary positions ----------------------------------------------------------------
+
+
+def test_factorised_coordinates_follow_the_layout():
+    positions = ARTransformer(POSITIONS["factorised_rope"], GRID[1:]).positions
+    tokens = torch.arange(-1, num_visual_tokens(GRID))
+    frame, row, column = positions.coordinates(tokens)
+    # start (-1): frame -1 on the marker row; then frame 0's 3x3 codes row-major, its <FRAME>, frame 1 ...
+    assert (frame[0], row[0]) == (-1, 3)
+    assert row[1:10].tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2] and column[1:10].tolist() == [0, 1, 2] * 3
+    assert (frame[10], row[10], column[10]) == (0, 3, 0)  # frame 0's <FRAME>
+    assert (frame[11], row[11], column[11]) == (1, 0, 0)
+
+
+def test_rotary_scores_depend_only_on_the_offset_between_grid_cells():
+    """A query/key pair scores the same wherever it sits on the grid, given the same (dt, dh, dw):
+    what lets one head read "the code one cell to the left in the previous frame" everywhere."""
+    positions = ARTransformer(POSITIONS["factorised_rope"], GRID[1:]).positions
+    head_dim = CFG.n_embd // CFG.n_head
+    g = torch.Generator().manual_seed(0)
+    q, k = torch.randn(1, 1, 1, head_dim, generator=g), torch.randn(1, 1, 1, head_dim, generator=g)
+    per_frame = GRID[1] * GRID[2] + 1
+
+    def score(query_token: int, key_token: int) -> float:
+        q_angles = positions._angles_at(torch.tensor([query_token]))
+        k_angles = positions._angles_at(torch.tensor([key_token]))
+        return float((apply_rotary(q, q_angles) * apply_rotary(k, k_angles)).sum())
+
+    # query at (1, 1, 1) vs key at (0, 1, 2); the same offset from (1, 2, 0) to (0, 2, 1)
+    a = score(per_frame + 4, 5)
+    b = score(per_frame + 6, 7)
+    assert a == pytest.approx(b, abs=1e-5)
+    assert score(per_frame + 4, 3) != pytest.approx(a, abs=1e-3)  # another offset scores otherwise
+    # the unrotated quarter of the head carries content only: rotating by any angle leaves it unchanged
+    turned = apply_rotary(q, positions._angles_at(torch.tensor([per_frame + 4])))
+    assert torch.equal(turned[..., -head_dim // 4 :], q[..., -head_dim // 4 :])
+
+
+def test_factorised_rope_needs_the_ar_code_grid():
+    with pytest.raises(ConfigError, match="frame grid"):
+        ARTransformer(POSITIONS["factorised_rope"])
+    model = build(position="factorised_rope")
+    emb, mask = text()
+    with pytest.raises(ConfigError, match="reads frames of"):
+        model.generate(emb, mask, (2, 4, 4), GREEDY)
+    cfg = tiny()
+    assert cfg.ar_frame_grid == (8, 8) and paper().ar_frame_grid == (8, 8)
+    with pytest.raises(ConfigError, match="position"):
+        dataclasses.replace(cfg, ar=dataclasses.replace(cfg.ar, position="sinusoidal")).validate()

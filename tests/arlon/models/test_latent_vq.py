@@ -151,3 +151,20 @@ def test_paper_size_parameter_count():
     # Table 4: latent VQ-VAE 30M (trainable parameters; the EMA codebook is a 0.5M buffer on top).
     count = count_parameters(paper().ar_vq)
     assert abs(count - 30e6) / 30e6 < 0.25, count
+
+
+@pytest.mark.parametrize("frame_local", [True, False])
+def test_frame_local_codes_depend_only_on_their_own_token_frame(frame_local):
+    """With `frame_local` the codes and the reconstruction of token frame t (latent frames 2t, 2t+1 at
+    r = 2) do not change when another token frame's latents do; the clip-wide encoder's do."""
+    model = build(dataclasses.replace(tiny().ar_vq, frame_local=frame_local)).eval()
+    x = latent()
+    changed = x.clone()
+    changed[:, :, 4:] = latent(seed=7)[:, :, 4:]  # token frames 2 and 3
+    with torch.no_grad():
+        codes, codes_changed = model.encode(x), model.encode(changed)
+        recon, recon_changed = model.decode(codes), model.decode(codes_changed)
+    kept = torch.equal(codes[:, :2], codes_changed[:, :2]) and torch.allclose(recon[:, :, :4], recon_changed[:, :, :4])
+    assert kept == frame_local
+    assert not torch.equal(codes[:, 2:], codes_changed[:, 2:])
+    assert model(x).recon.shape == x.shape

@@ -67,7 +67,10 @@ def test_ar_stage_lowers_its_loss(mini_cfg, make_latent_pool):
     ar_vq = LatentVQVAE(mini_cfg.ar_vq).eval()
     text = build_text_encoder(mini_cfg.text)
     train = TrainConfig(steps=15, batch_size=8, lr=3e-3, caption_dropout=0.1)
-    out = train_ar(mini_cfg.ar, text, ar_vq, TrainingData(make_latent_pool(16), 8, 0), make_latent_pool(4, seed=1), train, CPU)
+    out = train_ar(
+        mini_cfg.ar, text, ar_vq, TrainingData(make_latent_pool(16), 8, 0), make_latent_pool(4, seed=1), train, CPU,
+        mini_cfg.ar_frame_grid,
+    )
     _assert_loss_drops(out.result.losses)
     assert 0 <= out.metrics["heldout_code_accuracy"] <= 1
 

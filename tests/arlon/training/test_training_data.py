@@ -7,7 +7,15 @@ import torch
 
 from arlon.config import VideoConfig
 from arlon.errors import ConfigError
-from arlon.training.data import DataConfig, EpochSampler, TrainingData, build_clip_source
+from arlon.training.data import (
+    STREAM_CLIPS,
+    DataConfig,
+    EpochSampler,
+    StreamedLatents,
+    ToyWorldClips,
+    TrainingData,
+    build_clip_source,
+)
 
 
 def test_sampler_is_a_function_of_seed_and_epoch():
@@ -72,3 +80,31 @@ def test_csv_of_videos_is_a_source(tmp_path, square_clips):
     assert batch.x.shape == (2, 3, 4, 16, 16)
     assert batch.captions == [squares.clip(i)[1] for i in batch.indices.tolist()]
     assert heldout.clip(1)[1] == squares.clip(4)[1]
+
+
+def test_streamed_latents_read_each_clip_once_and_resume_exactly(square_clips):
+    """Batch s holds clips s*B .. s*B+B-1 (never one seen before); starting at step s gives the same
+    batches as reading on from step 0; ranks and offsets read disjoint clips."""
+    source = square_clips(64)
+    encode = lambda video: video[:, :, ::2, ::4, ::4] * 2  # a stand-in encoder: any function of the clip
+    stream = StreamedLatents(source, encode, batch_size=4, device=torch.device("cpu"))
+    first = list(itertools.islice(stream.batches(0), 5))
+    seen = torch.cat([batch.indices for batch in first]).tolist()
+    assert seen == list(range(20))
+    resumed = next(stream.batches(3))
+    assert torch.equal(resumed.x, first[3].x) and resumed.captions == first[3].captions
+    assert torch.equal(first[1].x[0], encode(source.clip(4)[0][None])[0])
+    other_rank = StreamedLatents(source, encode, 4, torch.device("cpu"), rank=1, world_size=2)
+    assert next(other_rank.batches(0)).indices.tolist() == [4, 5, 6, 7]
+    shifted = StreamedLatents(source, encode, 4, torch.device("cpu"), stream_offset=40)
+    assert next(shifted.batches(0)).indices.tolist() == [40, 41, 42, 43]
+    with pytest.raises(ConfigError, match="ran out"):
+        next(shifted.batches(6))  # clips 64..67 do not exist
+
+
+def test_the_toy_world_streams_more_clips_than_any_recipe_reads():
+    clips = ToyWorldClips(VideoConfig(num_frames=4, height=16, width=16), 0, "train", STREAM_CLIPS)
+    assert len(clips) == STREAM_CLIPS
+    far = clips.clip(STREAM_CLIPS - 1)
+    assert far[0].shape == (3, 4, 16, 16) and isinstance(far[1], str)
+    assert clips._rendered is None  # a stream is never held in memory
