@@ -118,10 +118,10 @@ def test_named_recipes_pick_their_settings_and_manifests_name_them(tmp_path, cap
     assert default_train_config("vae", tiny(), "quick").recipe == "quick"
 
     env = {"ARLON_CACHE_DIR": str(tmp_path)}
-    result = runner.invoke(app, ["train", "--stage", "ar_vq", "--recipe", "quick", "--steps", "1", *SMALL], env=env)
+    result = runner.invoke(app, ["train", "--stage", "vae", "--recipe", "quick", "--steps", "1", *SMALL], env=env)
     assert result.exit_code == 0, result.output
-    assert "ar_vq: trained 1 steps (recipe quick)" in result.output
-    manifest = json.loads(next((tmp_path / "stages" / "ar_vq").glob("*/ar_vq.json")).read_text())
+    assert "vae: trained 1 steps (recipe quick)" in result.output
+    manifest = json.loads(next((tmp_path / "stages" / "vae").glob("*/vae.json")).read_text())
     assert manifest["train"]["recipe"] == "quick" and manifest["train"]["fresh_clips"] is False
 
     code, err = _main(capsys, monkeypatch, "train", "--all", "--recipe", "slow")
