@@ -150,9 +150,14 @@ class TrainingData:
             epoch, skip = epoch + 1, 0
 
     def collate(self, indices: list[int]) -> Batch:
-        clips = [self.source.clip(i) for i in indices]
-        x = torch.stack([tensor for tensor, _ in clips])
-        return Batch(x, [caption for _, caption in clips], torch.tensor(indices, dtype=torch.long))
+        return collate(self.source, indices)
+
+
+def collate(source: ClipSource, indices: list[int]) -> Batch:
+    """The clips `indices` of `source`, stacked, with their captions."""
+    clips = [source.clip(i) for i in indices]
+    x = torch.stack([tensor for tensor, _ in clips])
+    return Batch(x, [caption for _, caption in clips], torch.tensor(indices, dtype=torch.long))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -297,10 +302,9 @@ class StreamedLatents:
             indices = list(range(first, first + self.batch_size))
             if indices[-1] >= len(self.source):
                 raise ConfigError(f"the clip stream ran out at clip {indices[-1]}: the source holds {len(self.source)}")
-            clips = [self.source.clip(i) for i in indices]
-            video = torch.stack([tensor for tensor, _ in clips]).to(self.device)
-            latents = self.encode(video).float()  # (B, C, T', H', W')
-            yield Batch(latents, [caption for _, caption in clips], torch.tensor(indices, dtype=torch.long))
+            clips = collate(self.source, indices)
+            latents = self.encode(clips.x.to(self.device)).float()  # (B, C, T', H', W')
+            yield Batch(latents, clips.captions, clips.indices)
             step += 1
 
 
