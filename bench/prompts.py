@@ -31,7 +31,16 @@ from pathlib import Path
 from typing import Callable
 
 from arlon.config import AT_LEAST_ONE, NON_NEGATIVE, check_range
-from arlon.data.toyworld import CaptionError, SceneSpec, caption_scene, prompt_set
+from arlon.data.toyworld import (
+    CaptionError,
+    SceneSpec,
+    ToyTimeline,
+    caption_scene,
+    long_timeline,
+    progressive_prompt_set,
+    progressive_timeline,
+    prompt_set,
+)
 from arlon.errors import ConfigError
 from arlon.registry import Registry
 from bench.errors import BenchError
@@ -46,10 +55,12 @@ CSV_TEXT_COLUMNS = ("text", "caption")  # Open-Sora writes "text", OpenVid "capt
 class PromptSetConfig:
     """Which prompts a grid generates videos for (the `prompts:` block of a grid file)."""
 
-    kind: str = "toyworld"  # key of PROMPT_SETS: toyworld, vbench, csv, text
-    split: str = "heldout"  # toyworld: "heldout" (unseen colour-shape-motion triples) or "train"
-    n: int = 16  # toyworld: number of prompts
-    seed: int = 0  # toyworld: the world's seed (which prompts exist)
+    kind: str = "toyworld"  # key of PROMPT_SETS: toyworld, toyworld_long, vbench, csv, text
+    split: str = "heldout"  # toyworld(_long): "heldout" (unseen colour-shape-motion triples) or "train"
+    n: int = 16  # toyworld(_long): number of prompts
+    seed: int = 0  # toyworld(_long): the world's seed (which prompts exist)
+    frames: int = 64  # toyworld_long: pixel frames of each video
+    parts: tuple[int, ...] = (1, 2)  # toyworld_long: prompt i has parts[i % len(parts)] parts (2: progressive)
     path: str | None = None  # vbench / csv / text: the local file (or VBench's per-dimension folder)
     column: str | None = None  # csv: the caption column (default: "text", else "caption")
     dimensions: tuple[str, ...] = ()  # vbench: keep the prompts of these dimensions (default: all)
@@ -70,13 +81,26 @@ class PromptSetConfig:
         return self
 
 
-PROMPT_RANGES = {"n": AT_LEAST_ONE, "seed": NON_NEGATIVE}
+PROMPT_RANGES = {"n": AT_LEAST_ONE, "seed": NON_NEGATIVE, "frames": AT_LEAST_ONE}
+LONG_PROMPT_PARTS = (1, 2)  # the toy world's progressive scenes have two parts
+
+
+@dataclass(frozen=True)
+class PromptPart:
+    """One part of a long or progressive prompt: its text and how many pixel frames it lasts."""
+
+    text: str
+    frames: int
 
 
 @dataclass(frozen=True)
 class BenchPrompt:
-    """One prompt of a benchmark. `scene` is the toy world's ground truth (None for real prompts);
-    `line` the line of its file where it comes from one (text and CSV files)."""
+    """One prompt of a benchmark. `scene` is the toy world's ground truth of a clip (None for real
+    prompts); `line` the line of its file where it comes from one (text and CSV files).
+
+    A long-video prompt has `parts`: one part is a long video of one prompt, several parts a
+    progressive-prompt video (section 4.5), generated as one video of sum(part frames) frames. A toy
+    long prompt carries its ground truth as a `timeline`."""
 
     id: str
     text: str
@@ -84,6 +108,20 @@ class BenchPrompt:
     dimensions: tuple[str, ...] = ()  # VBench dimensions the prompt is listed under
     auxiliary: dict = field(default_factory=dict, compare=False)  # VBench's auxiliary_info
     line: int | None = field(default=None, compare=False)
+    parts: tuple[PromptPart, ...] = ()
+    timeline: ToyTimeline | None = None
+
+    @property
+    def num_frames(self) -> int | None:
+        """Pixel frames of a long-video prompt (None for a clip prompt)."""
+        return sum(part.frames for part in self.parts) if self.parts else None
+
+    def toy_timeline(self, num_frames: int) -> ToyTimeline | None:
+        """The toy ground truth of a `num_frames`-frame video of this prompt: its own timeline, or its
+        scene shown for that long; None for a prompt outside the toy world."""
+        if self.timeline is not None:
+            return self.timeline
+        return None if self.scene is None else long_timeline(self.scene, num_frames)
 
 
 PROMPT_SETS: Registry[Callable[[PromptSetConfig], list[BenchPrompt]]] = Registry("prompt set")
@@ -160,6 +198,46 @@ def toyworld_prompts(cfg: PromptSetConfig) -> list[BenchPrompt]:
     except ConfigError as err:
         raise BenchError(f"prompts.split: {err}") from None
     return [BenchPrompt(p.id, p.caption, p.scene) for p in toys]
+
+
+@_prompt_set("toyworld_long", ("split", "n", "seed", "frames", "parts"))
+def toyworld_long_prompts(cfg: PromptSetConfig) -> list[BenchPrompt]:
+    """`n` long-video prompts of the toy world's `split`, `frames` pixel frames each, with their
+    ground truth (`timeline`). Prompt i has parts[i % len(parts)] parts: one part is a long video of
+    one scene (`toy_long_<split>_<seed>_<i>`, the scene of toy prompt i); two parts are a
+    progressive-prompt video whose primary object changes its motion (and perhaps colour) halfway
+    (`toy_progressive_<split>_<seed>_<i>`, `arlon.data.toyworld.progressive_prompt_set`)."""
+    wrong = [p for p in cfg.parts if p not in LONG_PROMPT_PARTS]
+    if not cfg.parts or wrong:
+        raise BenchError(f"prompts.parts: expected a list of part counts from {list(LONG_PROMPT_PARTS)}, got {list(cfg.parts)}")
+    if 2 in cfg.parts and cfg.frames % 2:
+        raise BenchError(f"prompts.frames: a two-part prompt splits its {cfg.frames} frames in halves; use an even number")
+    counts = [cfg.parts[i % len(cfg.parts)] for i in range(cfg.n)]
+    try:
+        clips = prompt_set(cfg.split, cfg.n, seed=cfg.seed) if 1 in counts else []
+        progressive = progressive_prompt_set(cfg.split, cfg.n, cfg.seed, frames_per_part=cfg.frames // 2) if 2 in counts else []
+    except ConfigError as err:
+        raise BenchError(f"prompts.split: {err}") from None
+    prompts = []
+    for i, count in enumerate(counts):
+        if count == 1:
+            clip = clips[i]
+            prompts.append(
+                BenchPrompt(
+                    clip.id.replace("toy_", "toy_long_", 1), clip.caption, parts=(PromptPart(clip.caption, cfg.frames),),
+                    timeline=long_timeline(clip.scene, cfg.frames),
+                )
+            )
+        else:
+            two = progressive[i]
+            half = cfg.frames // 2
+            prompts.append(
+                BenchPrompt(
+                    two.id, two.caption, parts=tuple(PromptPart(text, half) for text in two.captions),
+                    timeline=progressive_timeline(two.scene, half),
+                )
+            )
+    return prompts
 
 
 @_prompt_set("vbench", ("path", "dimensions"))

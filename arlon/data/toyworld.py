@@ -1367,6 +1367,66 @@ def render_progressive(
 
 
 # ---------------------------------------------------------------------------------------------
+# Timelines: the ground truth of long and progressive videos
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ToyTimeline:
+    """What a long video should show, part by part: `parts` = ((scene, frames), ...), where the
+    scene of part k+1 continues the objects of part k from where they are after its frames
+    (`continue_scene`), as `render_progressive` does. One part is a long video of one scene (its
+    motions are defined for any length, see the module docstring); two or more parts are a
+    progressive-prompt video (section 4.5), each part with its own caption."""
+
+    parts: tuple[tuple[SceneSpec, int], ...]
+
+    def __post_init__(self):
+        if not self.parts or any(frames < 1 for _, frames in self.parts):
+            raise ConfigError("a toy timeline needs at least one part of at least one frame")
+
+    @property
+    def num_frames(self) -> int:
+        return sum(frames for _, frames in self.parts)
+
+    @property
+    def part_starts(self) -> tuple[int, ...]:
+        """First frame of each part."""
+        return tuple(int(x) for x in np.cumsum([0] + [frames for _, frames in self.parts[:-1]]))
+
+    @property
+    def scenes(self) -> tuple[SceneSpec, ...]:
+        return tuple(scene for scene, _ in self.parts)
+
+    def part_at(self, frame: int) -> int:
+        """Index of the part that frame `frame` belongs to."""
+        return int(np.searchsorted(np.asarray(self.part_starts), frame, side="right") - 1)
+
+    def render(self, height: int = 32, width: int = 32) -> ProgressiveVideo | ToyVideo:
+        """One `ToyVideo` for a single part; else the parts rendered and concatenated along time
+        (arrays as in `ToyVideo`; `parts` keeps each part's own clip)."""
+        if len(self.parts) == 1:
+            scene, frames = self.parts[0]
+            return render(scene, frames, height, width)
+        clips = tuple(render(scene, frames, height, width) for scene, frames in self.parts)
+        arrays = {name: np.concatenate([getattr(clip, name) for clip in clips]) for name in _GROUND_TRUTH_ARRAYS}
+        return ProgressiveVideo(clips, " then ".join(c.caption for c in clips), self.parts[0][1], **arrays)
+
+
+def long_timeline(scene: SceneSpec, num_frames: int) -> ToyTimeline:
+    """A long video of one scene."""
+    return ToyTimeline(((scene, num_frames),))
+
+
+def progressive_timeline(
+    scene: ProgressiveScene, frames_per_part: int, height: int = 32, width: int = 32
+) -> ToyTimeline:
+    """The two parts of a progressive scene, as `render_progressive` renders them."""
+    second = continue_scene(scene.first, scene.changes, frames_per_part, height, width)
+    return ToyTimeline(((scene.first, frames_per_part), (second, frames_per_part)))
+
+
+# ---------------------------------------------------------------------------------------------
 # Motion direction from a trajectory
 # ---------------------------------------------------------------------------------------------
 

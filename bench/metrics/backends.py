@@ -33,6 +33,7 @@ class VideoToScore:
     path: Path
     prompt: BenchPrompt
     reference_path: Path | None = None  # the AR-decoded reference video, when the run wrote one
+    segments: tuple[tuple[int, int], ...] | None = None  # a long video's DiT segments (its record's "segments")
 
 
 @dataclass
@@ -96,6 +97,7 @@ class InProcessBackend(ScoringBackend):
             inputs = {
                 "video": frames, "scene": item.prompt.scene, "prompt": item.prompt.text,
                 "reference_video": reference, "fps": fps, "auxiliary": item.prompt.auxiliary or None,
+                "timeline": item.prompt.toy_timeline(len(frames)), "segments": item.segments,
             }
             for spec in specs:
                 try:

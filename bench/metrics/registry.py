@@ -33,8 +33,11 @@ from bench.errors import BenchError
 # What a metric may read: the generated video (uint8 (T, H, W, 3)), the prompt's toy scene
 # (`SceneSpec`), the prompt text, a reference video of the same shape (for ARLON: the video decoded
 # from its AR codes), the frame rate, and the prompt's VBench `auxiliary_info` (a dict keyed by
-# dimension, e.g. {"scene": {"scene": "alley"}}; only VBench's prompt lists carry it).
-METRIC_INPUTS: tuple[str, ...] = ("video", "scene", "prompt", "reference_video", "fps", "auxiliary")
+# dimension, e.g. {"scene": {"scene": "alley"}}; only VBench's prompt lists carry it). For long
+# videos: `timeline`, the toy ground truth part by part (`arlon.data.toyworld.ToyTimeline`; a toy
+# prompt of one scene gets a one-part timeline as long as the video), and `segments`, the
+# (first new frame, end) pixel frames of each DiT segment of a long video (None for a clip).
+METRIC_INPUTS: tuple[str, ...] = ("video", "scene", "prompt", "reference_video", "fps", "auxiliary", "timeline", "segments")
 
 # fn(values, weights) -> aggregate; weights is None unless the rule is weighted.
 Aggregation = Callable[[Sequence[float], "Sequence[float] | None"], float]
