@@ -18,6 +18,13 @@ the samples per prompt and the metrics (lm-eval-style tasks as data).
     metrics: [toy_colour_fidelity, toy_layout_iou]                # bench.metrics.METRICS
     train: {all: {batch_size: 4}, injector: {steps: 60}}        # recipe overrides per stage
     data: {num_train_clips: 1024}                                # arlon.training.DataConfig
+    long: {frames: 128, overlap: 2}  # every video a long video (LongVideoSpec; Table 1)
+
+Long videos. A `long:` block makes every video of the grid a long video of `frames` pixel frames
+(or `seconds`), generated segment by segment (`arlon.pipelines.long_video`; `overlap` in latent
+frames, default a third of the segment); the baseline cells make theirs the Open-Sora v1.2 way
+with the same segments. Prompts with parts (`prompts: {kind: toyworld_long}`: long and progressive
+toy prompts, each with its own length) are long videos whether or not the grid has the block.
 
 A key in `base`, a row or `axes` is a config field (`injection.layers`), a training recipe field
 (`train.<stage>.<field>`, `train.all.<field>`), a data field (`data.<field>`) or `baseline` (true:
@@ -55,6 +62,7 @@ import yaml
 from arlon.config import NON_NEGATIVE, ArlonConfig, check_range, field_range, get_field, replace_field
 from arlon.errors import ConfigError
 from arlon.models.text_encoders import check_words, trained_vocabulary
+from arlon.pipelines.long_video import check_long_video
 from arlon.presets import PRESETS, get_preset
 from arlon.training.cache import hash_json, train_key_fields
 from arlon.training.common import RECIPE_RANGES, TrainConfig
@@ -75,7 +83,7 @@ from bench.prompts import (
 
 GRID_KEYS = (
     "name", "description", "version", "include", "preset", "base", "rows", "axes",
-    "prompts", "samples_per_prompt", "seed", "metrics", "train", "data",
+    "prompts", "samples_per_prompt", "seed", "metrics", "train", "data", "long",
 )
 # Keys that only describe a grid: a file with nothing else defines nothing to run.
 DESCRIPTIVE_KEYS = ("name", "description", "version")
@@ -135,6 +143,30 @@ class Cell:
 
 
 @dataclass(frozen=True)
+class LongVideoSpec:
+    """The `long:` block of a grid: every video is a long video of `frames` pixel frames (or
+    `seconds` at the cell's frame rate), made in DiT segments whose `overlap` latent frames carry over
+    (None: about a third of the segment, `arlon.pipelines.long_video.default_overlap`)."""
+
+    frames: int | None = None
+    seconds: float | None = None
+    overlap: int | None = None
+
+    def num_frames(self, fps: int) -> int | None:
+        """Pixel frames of each video at `fps` (None when only the prompts give lengths)."""
+        return self.frames if self.seconds is None else max(1, round(self.seconds * fps))
+
+    def parts_for(self, prompt: BenchPrompt, fps: int) -> tuple[tuple[str, int], ...]:
+        """The (text, frames) parts of a long video of `prompt`: its own parts, else the whole length."""
+        if prompt.parts:
+            return tuple((part.text, part.frames) for part in prompt.parts)
+        return ((prompt.text, self.num_frames(fps)),)
+
+
+LONG_FIELDS = tuple(f.name for f in dataclasses.fields(LongVideoSpec))
+
+
+@dataclass(frozen=True)
 class Grid:
     """A parsed, validated grid file: its cells and what to generate and score for each."""
 
@@ -152,6 +184,18 @@ class Grid:
     cell_overrides: tuple[str, ...] = ()  # those of them that act on the cells (the others are in `document`)
     document: dict = field(default_factory=dict, compare=False)  # the merged YAML (includes and grid-level --set resolved)
     warnings: tuple["GridIssue", ...] = field(default=(), compare=False)  # what loads but may not be meant
+    long: LongVideoSpec | None = None  # the `long:` block: every video a long video
+
+    def video_parts(self, prompt: BenchPrompt, fps: int) -> tuple[tuple[str, int], ...]:
+        """The (text, frames) parts of `prompt`'s long video in this grid; () for a clip."""
+        if self.long is not None:
+            return self.long.parts_for(prompt, fps)
+        return tuple((part.text, part.frames) for part in prompt.parts)
+
+    @property
+    def is_long(self) -> bool:
+        """Whether the grid's videos are long videos (its `long:` block, or prompts with parts)."""
+        return self.long is not None or self.prompts.kind == "toyworld_long"
 
     @property
     def varying_keys(self) -> tuple[str, ...]:
@@ -467,6 +511,7 @@ def _build(document: dict, reader: _Reader, base_dir: Path, overrides: tuple[str
         reader.add(("preset",), PRESETS.unknown_key_message(preset))
         return None
     prompts, prompt_list = _prompt_config(document.get("prompts", {}), reader, base_dir, prompt_overrides)
+    long = _long_block(document.get("long"), prompt_list, reader)
     metrics = _metrics(document.get("metrics", []), prompts, reader)
     _warn_missing_parts(document, prompts, reader)
 
@@ -501,6 +546,13 @@ def _build(document: dict, reader: _Reader, base_dir: Path, overrides: tuple[str
         seen[cell.id] = label
         cells.append(cell)
 
+    if long is not None or (prompt_list and any(p.parts for p in prompt_list)):
+        for cell in cells:
+            try:
+                check_long_video(cell.config, None if long is None else long.overlap)
+            except ConfigError as err:
+                reader.add(("long", "overlap") if long is not None and long.overlap else ("long",), f"cell {cell.label!r}: {err}")
+                break
     if prompt_list:  # the toy judges' captions after the words: a prompt refused for its words is refused once
         refused = _check_prompt_words(prompt_list, prompts, cells, preset, reader)
         for issue in toy_judge_problems(prompts, prompt_list, metrics, skip=refused):
@@ -515,6 +567,7 @@ def _build(document: dict, reader: _Reader, base_dir: Path, overrides: tuple[str
         name=name, description=description, version=version, preset=preset, cells=tuple(cells), prompts=prompts,
         samples_per_prompt=samples, seed=seed, metrics=metrics, source=reader.source, overrides=overrides,
         cell_overrides=tuple(s.where for s in set_settings), document=resolved, warnings=tuple(reader.warnings),
+        long=long,
     )
 
 
@@ -539,6 +592,10 @@ def _split_set_options(
             if isinstance(prompts, dict):
                 prompts[key.removeprefix("prompts.")] = value
                 prompt_options[key.removeprefix("prompts.")] = text
+        elif key.startswith("long."):
+            long = document.setdefault("long", {})
+            if isinstance(long, dict):
+                long[key.removeprefix("long.")] = value
         elif key in GRID_KEYS:
             reader.add_override(
                 text, f"{key!r} is set in the grid file itself; --set reaches {', '.join(SETTABLE_GRID_KEYS)}, prompts.<field> and fields"
@@ -546,6 +603,37 @@ def _split_set_options(
         else:
             settings.append(_Setting(key, value, text))
     return document, settings, prompt_options
+
+
+def _long_block(block: Any, prompts: list[BenchPrompt] | None, reader: _Reader) -> LongVideoSpec | None:
+    """The `long:` block: frames (or seconds) and overlap, each a positive number."""
+    if block is None:
+        return None
+    if not isinstance(block, dict):
+        reader.add(("long",), "expected a mapping like {frames: 128, overlap: 2}")
+        return None
+    values: dict[str, Any] = {}
+    for key, value in block.items():
+        if key not in LONG_FIELDS:
+            close = difflib.get_close_matches(str(key), LONG_FIELDS, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            reader.add(("long", key), f"unknown field{hint} (long videos take {', '.join(LONG_FIELDS)})")
+            continue
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if key in ("frames", "overlap") and not (isinstance(value, int) and not isinstance(value, bool)):
+            reader.add(("long", key), f"expected a whole number, got {value!r}")
+        elif not number or value <= 0:
+            reader.add(("long", key), f"expected a positive number, got {value!r}")
+        else:
+            values[key] = value
+    with_parts = prompts is not None and any(p.parts for p in prompts)
+    if "frames" in values and "seconds" in values:
+        reader.add(("long",), "give the length once: frames or seconds, not both")
+    elif "frames" not in values and "seconds" not in values and not with_parts and len(values) == len(block):
+        reader.add(("long",), "say how long the videos are: long.frames (pixel frames) or long.seconds")
+    elif with_parts and ("frames" in values or "seconds" in values):
+        reader.add(("long",), "these prompts give each video's length (prompts.frames); keep only long.overlap here")
+    return LongVideoSpec(**values)
 
 
 def _typed(document: dict, key: str, kind: type, default: Any, reader: _Reader) -> Any:
@@ -714,13 +802,14 @@ def _check_prompt_words(
             continue
         seen.add((text, cell.data.source))
         for prompt in prompts:
-            check = check_words(prompt.text, vocabulary, text.max_length)
             source, line = (cfg.path, prompt.line) if cfg.path and prompt.line else reader.locate(("prompts",))
-            if check.refused:
-                reader.add_in_file(str(source), line, check.refusal(model, vocabulary))
-                refused.add(prompt.id)
-            elif (warning := check.warning(model)) is not None:
-                reader.warn(GridIssue(str(source), line, "", warning))
+            for part in prompt.parts or (prompt,):  # the model reads each part of a progressive prompt alone
+                check = check_words(part.text, vocabulary, text.max_length)
+                if check.refused:
+                    reader.add_in_file(str(source), line, check.refusal(model, vocabulary))
+                    refused.add(prompt.id)
+                elif (warning := check.warning(model)) is not None:
+                    reader.warn(GridIssue(str(source), line, "", warning))
     return refused
 
 

@@ -204,7 +204,8 @@ def toyworld_prompts(cfg: PromptSetConfig) -> list[BenchPrompt]:
 def toyworld_long_prompts(cfg: PromptSetConfig) -> list[BenchPrompt]:
     """`n` long-video prompts of the toy world's `split`, `frames` pixel frames each, with their
     ground truth (`timeline`). Prompt i has parts[i % len(parts)] parts: one part is a long video of
-    one scene (`toy_long_<split>_<seed>_<i>`, the scene of toy prompt i); two parts are a
+    one scene (`toy_long_<split>_<seed>_<i>`, the scene of toy prompt i, which the clip judges read
+    over the whole video); two parts are a
     progressive-prompt video whose primary object changes its motion (and perhaps colour) halfway
     (`toy_progressive_<split>_<seed>_<i>`, `arlon.data.toyworld.progressive_prompt_set`)."""
     wrong = [p for p in cfg.parts if p not in LONG_PROMPT_PARTS]
@@ -224,8 +225,8 @@ def toyworld_long_prompts(cfg: PromptSetConfig) -> list[BenchPrompt]:
             clip = clips[i]
             prompts.append(
                 BenchPrompt(
-                    clip.id.replace("toy_", "toy_long_", 1), clip.caption, parts=(PromptPart(clip.caption, cfg.frames),),
-                    timeline=long_timeline(clip.scene, cfg.frames),
+                    clip.id.replace("toy_", "toy_long_", 1), clip.caption, clip.scene,
+                    parts=(PromptPart(clip.caption, cfg.frames),), timeline=long_timeline(clip.scene, cfg.frames),
                 )
             )
         else:

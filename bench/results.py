@@ -243,6 +243,15 @@ def format_estimate(value, low, high, digits: int = 3) -> str:
     return f"{value:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
 
 
+def format_difference(value, low, high, digits: int = 3) -> str:
+    """`+0.012 [+0.004, +0.020]`: a signed difference with its interval."""
+    if value is None or _is_nan(value):
+        return "-"
+    if low is None or _is_nan(low) or high is None or _is_nan(high):
+        return f"{value:+.{digits}f}"
+    return f"{value:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}]"
+
+
 def write_results(grid: Grid, store: RunStore, table: pd.DataFrame, scores: pd.DataFrame) -> dict[str, Path]:
     """results.csv, results.md, scores.csv, and results.parquet when pyarrow is importable."""
     files = {

@@ -125,7 +125,10 @@ def plan_videos(
     for cell in grid.cells:
         for prompt in prompts:
             for k in range(grid.samples_per_prompt):
-                unit = GenerateUnit(cell.id, prompt.id, prompt.text, k, seed_for(prompt.id, k, grid.seed))
+                unit = GenerateUnit(
+                    cell.id, prompt.id, prompt.text, k, seed_for(prompt.id, k, grid.seed),
+                    parts=grid.video_parts(prompt, cell.config.video.fps), overlap=grid.long.overlap if grid.long else None,
+                )
                 if not force and store.video_record(cell.id, unit.name, unit.seed) is not None:
                     finished += 1
                 else:

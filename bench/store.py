@@ -130,12 +130,13 @@ class RunDefinition:
     samples_per_prompt: int
     seed: int
     metrics: tuple[str, ...]
+    long: dict | None = None  # the grid's `long:` block (LongVideoSpec's fields)
 
     @classmethod
     def of(cls, grid: Grid) -> "RunDefinition":
         return cls(
             grid.name, grid.version, {cell.id: cell.label for cell in grid.cells}, dataclasses.asdict(grid.prompts),
-            grid.samples_per_prompt, grid.seed, tuple(grid.metrics),
+            grid.samples_per_prompt, grid.seed, tuple(grid.metrics), None if grid.long is None else dataclasses.asdict(grid.long),
         )
 
     def differences(self, other: "RunDefinition", grids: tuple[Grid | None, Grid | None] = (None, None)) -> list[str]:
@@ -147,7 +148,7 @@ class RunDefinition:
                 ("grid", self.grid, other.grid), ("grid version", self.version, other.version),
                 ("samples_per_prompt", self.samples_per_prompt, other.samples_per_prompt), ("seed", self.seed, other.seed),
                 *((f"prompts.{key}", self.prompts.get(key), other.prompts.get(key)) for key in dict.fromkeys([*self.prompts, *other.prompts])),
-                ("metrics", list(self.metrics), list(other.metrics)),
+                ("metrics", list(self.metrics), list(other.metrics)), ("long", self.long, other.long),
             ]
             if mine != theirs
         ]
@@ -459,6 +460,10 @@ class RunStore:
 
     def reference_path(self, cell_id: str, video: str) -> Path:
         return self.cell_dir(cell_id) / "references" / f"{video}.mp4"
+
+    def unfinished_path(self, cell_id: str, video: str) -> Path:
+        """The folder of a long video's finished segments while the video is being made."""
+        return self.cell_dir(cell_id) / "unfinished" / video
 
     def video_record_path(self, cell_id: str, video: str) -> Path:
         return self.cell_dir(cell_id) / "videos" / f"{video}.json"

@@ -56,6 +56,9 @@ class ArlonComponents:
     dit_vq: LatentVQVAE | None = None  # coarser ratio (r, 2o, 2o): makes the training condition F (section 2.3)
     ar: ARTransformer | None = None
     injector: SemanticInjector | None = None
+    # (t, h, w) AR code grid the AR model was trained on (its manifest's `trained_grid`; the config's
+    # clip grid for untrained weights): long videos sample in windows of at most t code frames
+    ar_trained_grid: tuple[int, int, int] | None = None
 
     def modules(self) -> dict[str, torch.nn.Module]:
         names = ("text_encoder", "vae", "backbone", "ar_vq", "dit_vq", "ar", "injector")
@@ -137,10 +140,21 @@ def build_components(
         components.dit_vq = LatentVQVAE(cfg.dit_vq)
         components.ar = ARTransformer(cfg.ar, cfg.ar_frame_grid)
         components.injector = SemanticInjector(cfg.injection, cfg.noise, backbone)
-        if not random_init:
+        if random_init:
+            components.ar_trained_grid = clip_code_grid(cfg, vae)
+        else:
             for name in ARLON_ONLY_COMPONENTS:
-                load_checked(checkpoint_dir, name, getattr(components, name), cfg)
+                manifest = load_checked(checkpoint_dir, name, getattr(components, name), cfg)
+                if name == "ar" and manifest.get("trained_grid") is not None:
+                    components.ar_trained_grid = tuple(int(n) for n in manifest["trained_grid"])
     return components.to(device, dtype).eval()
+
+
+def clip_code_grid(cfg: ArlonConfig, vae: VideoVAE) -> tuple[int, int, int]:
+    """(t, h, w) AR code grid of one clip of `cfg.video`: what the AR model trains on."""
+    video = cfg.video
+    T, _, _ = vae.latent_size(video.num_frames, video.height, video.width)
+    return (T // cfg.ar_vq.compression[0], *cfg.ar_frame_grid)
 
 
 # Sub-configs a checkpoint may differ in: the video size and rate only say what it was trained on

@@ -1,27 +1,52 @@
-"""Long videos and progressive prompts (paper Figure 1 and section 4.5).
+"""Long videos and progressive prompts (paper Figure 1, Table 1 and section 4.5).
 
-1. The AR model generates codes for the whole video. With progressive prompts X_1, X_2, ... the
-   codes Q_p of part p are generated from X_p conditioned on the last code frame of Q_{p-1}
-   (section 4.5). When a part is longer than the AR position table, codes are generated window
-   by window, each window continuing the last frames of the previous one.
-2. The codes are decoded once to the condition F for the whole timeline.
-3. The DiT generates the video segment by segment, Open-Sora-style: every segment after the first
-   starts with `overlap` clean latent frames taken from the previous segment (condition mask 0,
-   t = 0 modulation), and is guided by the slice of F under it. A segment takes the prompt of the
-   part in which its first new frame lies.
-4. The stitched latent timeline is decoded once and cut to the requested length.
+A long video is a list of parts (text, pixel frames): one part is a long video of one prompt,
+several parts a progressive-prompt video. Both ARLON and the Open-Sora v1.2 baseline make it the
+same way, segment by segment on one latent timeline, so that Table 1's rows are measured alike:
+
+1. Plan. The timeline is tiled by DiT segments of the clip length the backbone was trained on
+   (`video.num_frames`); every segment after the first starts with `overlap` latent frames of the
+   previous one (`plan_segments`). Segment starts sit on AR code frames (multiples of r).
+2. AR codes (ARLON only), part by part: part p's codes continue the last code frame of part p-1
+   (section 4.5). Within a part, codes come in windows whose length (context + new frames) never
+   exceeds the code frames the AR model was trained on (`ArlonComponents.ar_trained_grid`, from its
+   manifest): the model never reads a position it was not trained on. Each new window keeps the last
+   half window of codes as context.
+3. DiT segments. Segment k is denoised with the prompt of the part its first new frame lies in.
+   After the first, its first `overlap` latent frames are the previous segment's last latent frames,
+   kept clean (condition mask 0), which is how Open-Sora v1.2 extends a video by frame unmasking
+   (`scripts/inference.py`'s `loop` with `condition_frame_length`, `append_generated` in
+   `opensora/utils/inference_utils.py`; docs/opensora-v1.2-notes.md); ARLON's segment is also guided by the condition F of its
+   own code window, decoded by the latent VQ-VAE exactly as long as in training (so the VQ decoder's
+   attention never spans more frames than it was trained on). Windows need no stitching: each
+   segment reads only its own decoded window.
+4. The stitched latent timeline is decoded by the video VAE and cut to the requested length.
 
 Unlike Open-Sora's loop, which re-encodes the decoded pixels of the previous clip, the overlap is
 taken from the previous segment's latents directly: the same frames, without a decode/encode trip.
+
+Resuming. Every segment draws its noise from its own generators (`segment_seed`), so a segment
+comes out the same whether or not the segments before it were computed in this call. With a
+`SegmentStore`, the AR codes and each finished segment's latents are saved as they are made; a call
+interrupted during a long video and repeated with the same store recomputes only the segments the
+store lacks, and gives the same video bit for bit on the same device.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import shutil
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
 
 import torch
 
+from arlon.config import ArlonConfig
 from arlon.errors import ConfigError
+from arlon.models.video_vae import build_video_vae
 from arlon.pipelines.arlon import (
     GenerationOutput,
     PromptEmbedding,
@@ -46,6 +71,10 @@ class SegmentPlan:
     starts: tuple[int, ...]  # first latent frame of each segment
     total_frames: int  # latent frames of the stitched timeline
 
+    def first_new(self, index: int) -> int:
+        """First latent frame segment `index` generates (the overlap before it is carried over)."""
+        return self.starts[index] + (self.overlap if index else 0)
+
 
 def plan_segments(total_latent_frames: int, segment_frames: int, overlap: int, align: int) -> SegmentPlan:
     """Tile `total_latent_frames` with segments that overlap by `overlap` frames.
@@ -54,7 +83,7 @@ def plan_segments(total_latent_frames: int, segment_frames: int, overlap: int, a
     F begins on an AR code frame. The timeline is extended to a whole number of segments.
     """
     if not 0 < overlap < segment_frames:
-        raise ConfigError(f"overlap must be in (0, {segment_frames}), got {overlap}")
+        raise ConfigError(f"overlap must be in (0, {segment_frames}) latent frames, got {overlap}")
     if overlap % align or segment_frames % align:
         raise ConfigError(f"segment ({segment_frames}) and overlap ({overlap}) must be multiples of {align} latent frames")
     stride = segment_frames - overlap
@@ -62,6 +91,26 @@ def plan_segments(total_latent_frames: int, segment_frames: int, overlap: int, a
     while starts[-1] + segment_frames < total_latent_frames:
         starts.append(starts[-1] + stride)
     return SegmentPlan(segment_frames, overlap, tuple(starts), starts[-1] + segment_frames)
+
+
+def default_overlap(segment_frames: int, align: int) -> int:
+    """About a third of the segment, as Open-Sora's app extends videos, on AR frame boundaries."""
+    return max(align, round(segment_frames / 3 / align) * align)
+
+
+def check_long_video(cfg: ArlonConfig, overlap: int | None) -> int:
+    """The overlap (latent frames) a long video of `cfg` uses: `overlap` if it fits the segment, or
+    the default; ConfigError when it does not fit. Builds no weights (the VAE on the meta device)."""
+    with torch.device("meta"):
+        vae = build_video_vae(cfg.vae)
+    video = cfg.video
+    T_seg = vae.latent_size(video.num_frames, video.height, video.width)[0]
+    r = cfg.ar_vq.compression[0]
+    if T_seg % r:
+        raise ConfigError(f"the segment's {T_seg} latent frames are not a multiple of the AR ratio r={r}")
+    overlap = default_overlap(T_seg, r) if overlap is None else overlap
+    plan_segments(2 * T_seg, T_seg, overlap, r)
+    return overlap
 
 
 def pixel_frames_for(components: ArlonComponents, latent_frames: int) -> int:
@@ -73,114 +122,234 @@ def pixel_frames_for(components: ArlonComponents, latent_frames: int) -> int:
     return frames
 
 
-class LongVideoPipeline:
-    """ARLON long-video generation; several prompts make a progressive-prompt video."""
+def pixel_frames_covered(components: ArlonComponents, latent_frames: int) -> int:
+    """Pixel frames the first `latent_frames` latent frames decode to (the largest count whose latent
+    is no longer): where a seam at latent frame `latent_frames` lands in pixels."""
+    if latent_frames == 0:
+        return 0
+    video = components.config.video
+    frames = pixel_frames_for(components, latent_frames)
+    while components.vae.latent_size(frames + 1, video.height, video.width)[0] <= latent_frames:
+        frames += 1
+    return frames
 
-    def __init__(self, components: ArlonComponents):
-        if not components.has_arlon:
-            raise ConfigError("these components were built with baseline_only=True; long videos need the AR model")
+
+def segment_seed(seed: int, index: int) -> int:
+    """The seed of segment `index`'s generators: the video's own seed for the first segment."""
+    if index == 0:
+        return seed
+    return int(hashlib.sha256(f"{seed}/segment/{index}".encode()).hexdigest()[:8], 16) % 2**31
+
+
+@dataclass
+class LongVideoOutput(GenerationOutput):
+    segments: tuple[tuple[int, int], ...] = ()  # (first new pixel frame, end) of each DiT segment
+    plan: SegmentPlan | None = None
+    segments_computed: int = 0  # segments denoised in this call (the others came from the store)
+
+
+# ---------------------------------------------------------------------------------------------
+# Resuming
+# ---------------------------------------------------------------------------------------------
+
+
+class SegmentStore:
+    """A folder holding an unfinished long video: `request.json` (what it is a part of), `codes.pt`
+    and `segment-<k>.pt` (latents (1, C, T_seg, H, W) of segment k). Writes are atomic (temp file +
+    rename), so a kill leaves whole files only. A folder left by another request is emptied first."""
+
+    def __init__(self, directory: str | Path):
+        self.directory = Path(directory)
+
+    def open(self, request: dict) -> None:
+        """Use the folder for `request` (JSON-able): keep what it holds for the same request only."""
+        text = json.dumps(request, sort_keys=True)
+        marker = self.directory / "request.json"
+        if marker.is_file() and marker.read_text() == text:
+            return
+        if self.directory.exists():
+            shutil.rmtree(self.directory)
+        self.directory.mkdir(parents=True)
+        self._write_text(marker, text)
+
+    def codes(self) -> torch.Tensor | None:
+        return self._load(self.directory / "codes.pt")
+
+    def save_codes(self, codes: torch.Tensor) -> None:
+        self._save(self.directory / "codes.pt", codes)
+
+    def segment(self, index: int) -> torch.Tensor | None:
+        return self._load(self.directory / f"segment-{index:04d}.pt")
+
+    def save_segment(self, index: int, latents: torch.Tensor) -> None:
+        self._save(self.directory / f"segment-{index:04d}.pt", latents)
+
+    def clear(self) -> None:
+        """Drop the folder once the finished video is written."""
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    @staticmethod
+    def _load(path: Path) -> torch.Tensor | None:
+        return torch.load(path, map_location="cpu", weights_only=True) if path.is_file() else None
+
+    @staticmethod
+    def _save(path: Path, tensor: torch.Tensor) -> None:
+        partial = path.with_name(path.name + ".partial")
+        torch.save(tensor.detach().cpu().clone(), partial)
+        os.replace(partial, path)
+
+    @staticmethod
+    def _write_text(path: Path, text: str) -> None:
+        partial = path.with_name(path.name + ".partial")
+        partial.write_text(text)
+        os.replace(partial, path)
+
+
+# ---------------------------------------------------------------------------------------------
+# The pipeline
+# ---------------------------------------------------------------------------------------------
+
+
+class LongVideoPipeline:
+    """Long videos and progressive prompts; `use_injection=False` is the Open-Sora v1.2 baseline."""
+
+    def __init__(self, components: ArlonComponents, use_injection: bool = True):
+        if use_injection and not components.has_arlon:
+            raise ConfigError("these components were built with baseline_only=True; ARLON's long videos need the AR model")
+        if use_injection and components.ar_trained_grid is None:
+            raise ConfigError(
+                "the AR checkpoint does not record the code grid it was trained on (`trained_grid` in ar.json), so a "
+                "long video cannot keep its AR windows in the trained range; re-train the AR stage with this version "
+                "(`arlon-bench train --stage ar`)"
+            )
         self.components = components
+        self.use_injection = use_injection
 
     @torch.no_grad()
     def __call__(
         self,
-        prompts: list[str],
-        frames_per_prompt: int,
+        parts: Sequence[tuple[str, int]],
         *,
         seed: int = 0,
         overlap: int | None = None,
         num_steps: int | None = None,
         cfg_scale: float | None = None,
         progress: ProgressFn | None = None,
-    ) -> GenerationOutput:
-        """One video of `len(prompts) * frames_per_prompt` pixel frames (before rounding up to latent frames)."""
+        store: SegmentStore | None = None,
+    ) -> LongVideoOutput:
+        """One video of sum(frames) pixel frames from `parts` = [(text, pixel frames), ...];
+        `overlap` in latent frames (default: `default_overlap`)."""
         c = self.components
         video = c.config.video
-        if not prompts:
-            raise ConfigError("no prompts given")
-        noise_gen, sample_gen = make_generators(seed, c.device)
-        r, o_h, o_w = c.config.ar_vq.compression
+        parts = [(str(text), int(frames)) for text, frames in parts]
+        if not parts or any(not text.strip() for text, _ in parts):
+            raise ConfigError("a long video needs at least one part with a prompt")
+        if any(frames < 1 for _, frames in parts):
+            raise ConfigError(f"every part needs at least one frame, got {[frames for _, frames in parts]}")
+        r = c.config.ar_vq.compression[0]
         C, T_seg, H, W = latent_shape(c, video.num_frames, video.height, video.width)
         if T_seg % r:
             raise ConfigError(f"the segment's {T_seg} latent frames are not a multiple of the AR ratio r={r}")
-        if overlap is None:  # about a third of the segment, as Open-Sora's app does, on AR frame boundaries
-            overlap = max(r, round(T_seg / 3 / r) * r)
-        part_latents = c.vae.latent_size(frames_per_prompt, video.height, video.width)[0]
-        part_code_frames = -(-part_latents // r)  # ceil
+        overlap = default_overlap(T_seg, r) if overlap is None else overlap
 
-        # 1. AR codes for the whole video, part by part
-        embeddings = [encode_prompts(c, [p]) for p in prompts]
-        plan = plan_segments(part_code_frames * r * len(prompts), T_seg, overlap, r)
-        codes = self._codes_for_parts(embeddings, part_code_frames, plan.total_frames // r, (H // o_h, W // o_w), sample_gen)
+        # 1. Plan: each part's code frames, then segments over the whole timeline
+        part_codes = [-(-c.vae.latent_size(frames, video.height, video.width)[0] // r) for _, frames in parts]
+        plan = plan_segments(sum(part_codes) * r, T_seg, overlap, r)
+        part_ends = [sum(part_codes[: i + 1]) * r for i in range(len(parts))]  # latent frame where each part ends
+        if store is not None:
+            store.open(self._request(parts, seed, overlap, num_steps, cfg_scale))
+        embeddings = [encode_prompts(c, [text]) for text, _ in parts]
 
-        # 2. The condition F for the whole timeline
-        F = codes_to_condition(c, codes)  # (1, C, T_total, H, W)
+        # 2. AR codes for the whole timeline (ARLON), part by part, in trained-length windows
+        codes = None
+        if self.use_injection:
+            codes = store.codes() if store is not None else None
+            if codes is None:
+                _, ar_gen = make_generators(seed, c.device)
+                codes = self._codes_for_parts(embeddings, part_codes, plan.total_frames // r, ar_gen)
+                if store is not None:
+                    store.save_codes(codes)
+            codes = codes.to(c.device)
 
         # 3. DiT segments
         latents = torch.zeros((1, C, plan.total_frames, H, W), device=c.device, dtype=c.dtype)
-        segment_pixels = video.num_frames
+        computed = 0
         for index, start in enumerate(plan.starts):
-            first_new = start if index == 0 else start + overlap
-            prompt = embeddings[min(first_new // (part_code_frames * r), len(prompts) - 1)]
-            condition_mask = reference = None
-            if index > 0:
-                condition_mask = torch.ones((1, T_seg), device=c.device)
-                condition_mask[:, :overlap] = 0
-                reference = latents[:, :, start : start + T_seg].clone()
-            segment = denoise(
-                c, prompt, (C, T_seg, H, W), (segment_pixels, video.height, video.width), noise_gen, sample_gen,
-                injection=c.injector(F[:, :, start : start + T_seg]), num_steps=num_steps, cfg_scale=cfg_scale,
-                reference_latents=reference, condition_mask=condition_mask, progress=progress,
-            )
-            latents[:, :, start : start + T_seg] = segment
+            saved = store.segment(index) if store is not None else None
+            if saved is None:
+                saved = self._segment(plan, index, latents, embeddings, part_ends, codes, seed, num_steps, cfg_scale, progress)
+                computed += 1
+                if store is not None:
+                    store.save_segment(index, saved)
+            latents[:, :, start : start + T_seg] = saved.to(device=c.device, dtype=c.dtype)
 
         # 4. Decode the stitched timeline and cut it to length
-        total_pixels = pixel_frames_for(c, plan.total_frames)
-        frames = decode_latents(c, latents, total_pixels)
-        wanted = frames_per_prompt * len(prompts)
-        return GenerationOutput(frames=frames[:, :wanted], latents=latents, codes=codes, fps=video.fps)
+        wanted = sum(frames for _, frames in parts)
+        frames = decode_latents(c, latents, pixel_frames_covered(c, plan.total_frames))[:, :wanted]
+        segments = tuple(
+            (pixel_frames_covered(c, plan.first_new(i)), min(wanted, pixel_frames_covered(c, start + T_seg)))
+            for i, start in enumerate(plan.starts)
+            if pixel_frames_covered(c, plan.first_new(i)) < wanted
+        )
+        return LongVideoOutput(frames, latents, codes, video.fps, segments=segments, plan=plan, segments_computed=computed)
+
+    def _segment(self, plan, index, latents, embeddings, part_ends, codes, seed, num_steps, cfg_scale, progress) -> torch.Tensor:
+        """Denoise segment `index` on the timeline: (1, C, T_seg, H, W)."""
+        c = self.components
+        video = c.config.video
+        start, T_seg = plan.starts[index], plan.segment_frames
+        C, H, W = latents.shape[1], latents.shape[3], latents.shape[4]
+        part = next((p for p, end in enumerate(part_ends) if plan.first_new(index) < end), len(part_ends) - 1)
+        condition_mask = reference = None
+        if index > 0:
+            condition_mask = torch.ones((1, T_seg), device=c.device)
+            condition_mask[:, : plan.overlap] = 0
+            reference = latents[:, :, start : start + T_seg].clone()
+        injection = None
+        if self.use_injection:
+            r = c.config.ar_vq.compression[0]
+            window = codes[:, start // r : (start + T_seg) // r]  # the segment's own code frames: a trained-length window
+            injection = c.injector(codes_to_condition(c, window))
+        noise_gen, sample_gen = make_generators(segment_seed(seed, index), c.device)
+        return denoise(
+            c, embeddings[part], (C, T_seg, H, W), (video.num_frames, video.height, video.width), noise_gen, sample_gen,
+            injection=injection, num_steps=num_steps, cfg_scale=cfg_scale,
+            reference_latents=reference, condition_mask=condition_mask, progress=progress,
+        )
+
+    def _request(self, parts, seed, overlap, num_steps, cfg_scale) -> dict:
+        """What an unfinished video in a `SegmentStore` belongs to."""
+        c = self.components
+        return {
+            "parts": parts, "seed": seed, "overlap": overlap, "num_steps": num_steps, "cfg_scale": cfg_scale,
+            "arlon": self.use_injection, "config": c.config.hash(), "device": str(c.device), "dtype": str(c.dtype),
+        }
 
     def _codes_for_parts(
-        self,
-        embeddings: list[PromptEmbedding],
-        part_frames: int,
-        total_frames: int,
-        hw: tuple[int, int],
-        generator: torch.Generator,
+        self, embeddings: list[PromptEmbedding], part_codes: list[int], total_frames: int, generator: torch.Generator
     ) -> torch.Tensor:
         """Codes (1, total_frames, h, w): each part continues the last code frame of the previous one."""
-        c = self.components
-        h, w = hw
-        window = self._window_frames(h, w)
+        t_trained, h, w = self.components.ar_trained_grid
         frames: list[torch.Tensor] = []
         for index, prompt in enumerate(embeddings):
             # the last part also covers the frames the segment tiling adds at the end
-            wanted = part_frames if index < len(embeddings) - 1 else total_frames - part_frames * index
-            frames.append(self._codes_for_part(prompt, wanted, (h, w), window, frames[-1][:, -1:] if frames else None, generator))
+            wanted = part_codes[index] if index < len(embeddings) - 1 else total_frames - sum(part_codes[:index])
+            context = frames[-1][:, -1:] if frames else None
+            frames.append(self._codes_for_part(prompt, wanted, (h, w), t_trained, context, generator))
         return torch.cat(frames, dim=1)
 
     def _codes_for_part(self, prompt, wanted, hw, window, context, generator) -> torch.Tensor:
         """`wanted` new code frames, in windows of at most `window` frames including the context."""
-        h, w = hw
+        if window < 2:
+            raise ConfigError(f"the AR model was trained on {window} code frame(s); a long video needs at least two")
         produced: list[torch.Tensor] = []
-        while sum(x.shape[1] for x in produced) < wanted:
-            done = sum(x.shape[1] for x in produced)
+        done = 0
+        while done < wanted:
             if produced:  # continue the frames of this part, keeping half a window of context
-                history = torch.cat(produced, dim=1)
-                context = history[:, -max(1, window // 2) :]
+                context = torch.cat(produced, dim=1)[:, -max(1, window // 2) :]
             t0 = 0 if context is None else context.shape[1]
             new = min(wanted - done, window - t0)
-            grid = (t0 + new, h, w)
-            out = generate_codes(self.components, prompt, grid, generator, prefix_codes=context)
+            out = generate_codes(self.components, prompt, (t0 + new, *hw), generator, prefix_codes=context)
             produced.append(out[:, t0:])
+            done += new
         return torch.cat(produced, dim=1)
-
-    def _window_frames(self, h: int, w: int) -> int:
-        """How many code frames fit in the AR model's position table (one <FRAME> per frame, one <EOS>)."""
-        capacity = self.components.config.ar.max_video_tokens
-        window = (capacity - 1) // (h * w + 1)
-        if window < 2:
-            raise ConfigError(
-                f"ar.max_video_tokens ({capacity}) holds fewer than two {h}x{w} code frames; long videos need more"
-            )
-        return window

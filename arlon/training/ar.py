@@ -49,9 +49,11 @@ def train_ar(
 
     result = run_training("ar", ar, loss_fn, data, train, run)
     ar.eval()
-    heldout_tokens = codes_to_tokens(encode_codes(ar_vq, heldout.x, run.device), cfg.codebook_size)
+    heldout_codes = encode_codes(ar_vq, heldout.x, run.device)  # (N, t, h, w), the grid of every training clip
+    heldout_tokens = codes_to_tokens(heldout_codes, cfg.codebook_size)
     metrics = {**result.loss_metrics(), **heldout_metrics(ar, text_encoder, heldout.captions, heldout_tokens, run.device)}
-    return StageOutput(ar, metrics, result)
+    # Positions past this grid never received a gradient: long videos sample within it (arlon/pipelines/long_video.py).
+    return StageOutput(ar, metrics, result, record={"trained_grid": list(heldout_codes.shape[1:])})
 
 
 def drop_captions(captions: list[str], probability: float, generator: torch.Generator) -> list[str]:

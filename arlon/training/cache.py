@@ -391,6 +391,7 @@ class TrainingSession:
             "device": str(self.device),
             "wall_s": round(time.perf_counter() - started, 2),
             "torch": torch.__version__,
+            **output.record,
         }
         save_component(directory, stage, output.module, manifest)
         checkpointer.clear()

@@ -347,6 +347,7 @@ class StageOutput:
     module: nn.Module
     metrics: dict[str, float]
     result: TrainResult
+    record: dict = field(default_factory=dict)  # extra manifest entries (the AR's trained_grid)
 
 
 def autocast_context(device: torch.device, cfg: TrainConfig) -> contextlib.AbstractContextManager:

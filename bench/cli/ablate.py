@@ -27,7 +27,7 @@ from bench.cli.run_options import (
     WorkersOpt,
 )
 from bench.cli.sample import parse_device
-from bench.cli.tables import counts_line, failures_rich_table, results_rich_table
+from bench.cli.tables import ResultsTable, counts_line, differences_rich_table, failures_rich_table, results_rich_table
 from bench.errors import BenchError
 from bench.executors import make_executor
 from bench.metrics import METRICS
@@ -127,21 +127,26 @@ def _run(
     finally:
         runner.close()
     grid = summary.grid_as_run or grid
+    differences = None
     if summary.table is not None and summary.table["videos"].sum() > 0:  # the run ends with its report
         report = write_report(store, grid, limit)
         summary.files.update({f"report/{name}": path for name, path in report.files.items()})
+        differences = differences_rich_table(grid, report.summary, saved_at=report.files.get("tables.md"))
     if summary.metrics_left_out:
         console.print(styled(
             "not added to the run's tables, no video got a value:", "yellow",
             f"{', '.join(summary.metrics_left_out)} (the failures below say why)",
         ))
-    show_summary(console, grid, summary)
+    show_summary(console, grid, summary, differences)
 
 
-def show_summary(console: Console, grid: Grid, summary: RunSummary) -> None:
-    """The results table, the files, and the failures (exit code 1 when some unit failed)."""
+def show_summary(console: Console, grid: Grid, summary: RunSummary, differences: ResultsTable | None = None) -> None:
+    """The results table (and each cell's paired difference from its reference cell), the files,
+    and the failures (exit code 1 when some unit failed)."""
     if summary.table is not None:
         console.print(results_rich_table(grid, summary.table, saved_at=summary.files.get("results.md")))
+    if differences is not None:
+        console.print(differences)
     console.print(counts_line(summary))
     for name, path in summary.files.items():
         console.print(f"wrote {path}")

@@ -18,11 +18,13 @@ from rich.text import Text
 from bench.executors.work import UnitFailure
 from bench.grids import Grid
 from bench.metrics import METRICS
-from bench.results import format_estimate
+from bench.report.stats import is_significant
+from bench.results import format_difference, format_estimate
 from bench.runner import CellStatus, RunSummary
 
 SHOWN_FAILURES = 20
 INTERVAL_NOTE = "mean [95% bootstrap interval over prompts]"
+DIFFERENCE_NOTE = "paired difference on the same prompts and seeds [95% interval]; bold: significant"
 UNBOUNDED = 100_000
 
 
@@ -40,8 +42,10 @@ class ResultsTable:
     """
 
     grid: Grid
-    table: pd.DataFrame
+    title: str
+    rows: list[tuple[str, str | None, dict[str, Text]]]  # (cell label, videos or None, {metric: entry})
     saved_at: Path | str | None = None
+    first_column: str = "cell"
 
     def parts(self, console: Console, options: ConsoleOptions) -> list[Table]:
         """The fewest tables of consecutive metric columns, in the grid's order, that fit the width."""
@@ -62,21 +66,22 @@ class ResultsTable:
         ]
 
     def _table(self, metrics: list[str], first: bool, width: int, part: tuple[int, int] | None = None) -> Table:
-        title = f"{self.grid.name}: {INTERVAL_NOTE}" if first else self.grid.name
+        title = self.title if first else self.grid.name
         title += f" ({part[0]}/{part[1]})" if part else ""
         out = Table(title=Text(title), title_justify="left")
-        labels = [str(label) for label in self.table["cell"]] if len(self.table) else []
+        labels = [label for label, _, _ in self.rows]
         # A long label wraps within two fifths of the width rather than crowding out the metrics.
         label_width = max(12, 2 * width // 5)
-        out.add_column("cell", min_width=min(max(map(len, labels), default=4), label_width), max_width=label_width, overflow="fold")
-        if first:
+        out.add_column(self.first_column, min_width=min(max(map(len, labels), default=4), label_width), max_width=label_width, overflow="fold")
+        with_videos = first and any(videos is not None for _, videos, _ in self.rows)
+        if with_videos:
             out.add_column("videos", justify="right")
         for metric in metrics:
             arrow = "↑" if METRICS.get(metric).higher_is_better else "↓"
             out.add_column(Text(f"{_short(metric)} {arrow}"), justify="right", no_wrap=True)
-        for _, row in self.table.iterrows():
-            values = [Text(format_estimate(row[m], row[f"{m}_low"], row[f"{m}_high"])) for m in metrics]
-            out.add_row(Text(str(row["cell"])), *([Text(str(row["videos"]))] if first else []), *values)
+        for label, videos, entries in self.rows:
+            values = [entries.get(m, Text("-")) for m in metrics]
+            out.add_row(Text(label), *([Text(str(videos))] if with_videos else []), *values)
         return out
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
@@ -89,7 +94,32 @@ class ResultsTable:
 
 def results_rich_table(grid: Grid, table: pd.DataFrame, saved_at: Path | str | None = None) -> ResultsTable:
     """The results table to print: see `ResultsTable`."""
-    return ResultsTable(grid, table, saved_at)
+    rows = [
+        (
+            str(row["cell"]), str(row["videos"]),
+            {m: Text(format_estimate(row[m], row[f"{m}_low"], row[f"{m}_high"])) for m in grid.metrics if m in row},
+        )
+        for _, row in table.iterrows()
+    ]
+    return ResultsTable(grid, f"{grid.name}: {INTERVAL_NOTE}", rows, saved_at)
+
+
+def differences_rich_table(grid: Grid, summary: pd.DataFrame, saved_at: Path | str | None = None) -> ResultsTable | None:
+    """Each cell's paired difference from its reference cell (`bench.report.stats.summarize`), per
+    metric `+d [low, high]`, bold where it is significant (interval excludes 0 and p < 0.05); None
+    when no cell has a reference."""
+    compared = summary[summary["reference"].notna()]
+    if compared.empty:
+        return None
+    rows = []
+    for (label, reference), frame in compared.groupby(["cell", "reference"], sort=False):
+        entries = {}
+        for _, row in frame.iterrows():
+            if row["metric"] in grid.metrics and not pd.isna(row["diff"]):
+                text = format_difference(row["diff"], row["diff_low"], row["diff_high"])
+                entries[row["metric"]] = Text(text, style="bold" if is_significant(row) else "")
+        rows.append((f"{label} - {reference}", None, entries))
+    return ResultsTable(grid, f"{grid.name}: {DIFFERENCE_NOTE}", rows, saved_at, first_column="cells")
 
 
 def failures_rich_table(failures: list[UnitFailure]) -> Table:

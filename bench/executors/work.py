@@ -46,6 +46,7 @@ from arlon.pipelines.arlon import (
     make_generators,
 )
 from arlon.pipelines.components import ArlonComponents, build_components, load_checked
+from arlon.pipelines.long_video import LongVideoPipeline, SegmentStore
 from arlon.training.cache import TrainingSession, hash_json, link_or_copy
 from arlon.training.common import TrainConfig
 from arlon.training.data import DataConfig
@@ -114,6 +115,8 @@ class GenerateUnit:
     text: str
     sample: int
     seed: int
+    parts: tuple[tuple[str, int], ...] = ()  # a long video's (text, pixel frames) parts; () for a clip
+    overlap: int | None = None  # a long video's overlap in latent frames (None: the pipeline's default)
 
     @property
     def name(self) -> str:
@@ -318,6 +321,8 @@ def reference_codes(components: ArlonComponents, text: str, seed: int) -> torch.
 
 def generate_video(components: ArlonComponents, job: GenerationJob, unit: GenerateUnit, store: RunStore) -> dict:
     """Generate one video (and its reference), write them, then its record; return the record."""
+    if unit.parts:
+        return generate_long_video(components, job, unit, store)
     started = time.perf_counter()
     if job.cell.is_baseline:
         output = BaselinePipeline(components)([unit.text], seed=unit.seed)
@@ -354,6 +359,38 @@ def generate_video(components: ArlonComponents, job: GenerationJob, unit: Genera
         record["reference_sha256"] = file_sha256(reference_path)
     record["wall_s"] = round(time.perf_counter() - started, 3)
     store.write_video_record(unit.cell_id, unit.name, record)
+    return record
+
+
+def generate_long_video(components: ArlonComponents, job: GenerationJob, unit: GenerateUnit, store: RunStore) -> dict:
+    """Generate one long video segment by segment (`arlon.pipelines.long_video`), keeping finished
+    segments in the store's unfinished folder so that a killed run recomputes only the segment in
+    flight; write the video, then its record, then drop the folder. Long videos get no reference
+    video: the layout metrics that compare with one give no value for them."""
+    started = time.perf_counter()
+    segments = SegmentStore(store.unfinished_path(unit.cell_id, unit.name))
+    pipeline = LongVideoPipeline(components, use_injection=not job.cell.is_baseline)
+    output = pipeline(list(unit.parts), seed=unit.seed, overlap=unit.overlap, store=segments)
+    frames = output.frames[0]  # (T, H, W, 3)
+    video_path = write_video(store.video_path(unit.cell_id, unit.name), frames, fps=output.fps)
+    record = {
+        "video": unit.name,
+        "prompt_id": unit.prompt_id,
+        "prompt": unit.text,
+        "sample": unit.sample,
+        "seed": unit.seed,
+        "fps": output.fps,
+        "shape": list(frames.shape),
+        "sha256": file_sha256(video_path),
+        "frames_sha256": hashlib.sha256(np.ascontiguousarray(frames).tobytes()).hexdigest(),
+        "parts": [[text, frames_] for text, frames_ in unit.parts],
+        "overlap_latent_frames": output.plan.overlap,
+        "segments": [list(segment) for segment in output.segments],
+        "segments_resumed": len(output.plan.starts) - output.segments_computed,
+        "wall_s": round(time.perf_counter() - started, 3),
+    }
+    store.write_video_record(unit.cell_id, unit.name, record)
+    segments.clear()
     return record
 
 
@@ -420,6 +457,13 @@ def _cache_keys(
     }
 
 
+def _segments(record: dict | None) -> tuple[tuple[int, int], ...] | None:
+    """A long video's DiT segments from its record (None for a clip)."""
+    if not record or not record.get("segments"):
+        return None
+    return tuple((int(a), int(b)) for a, b in record["segments"])
+
+
 def run_scoring_job(
     job: ScoringJob,
     context: WorkContext,
@@ -465,7 +509,7 @@ def run_scoring_job(
     items = [
         VideoToScore(
             video, store.video_path(job.cell_id, video), prompts[units[0].prompt_id],
-            store.reference_path(job.cell_id, video),
+            store.reference_path(job.cell_id, video), _segments(store.video_record(job.cell_id, video)),
         )
         for video, units in pending.items()
     ]
