@@ -277,7 +277,11 @@ class LongVideoPipeline:
         for index, start in enumerate(plan.starts):
             saved = store.segment(index) if store is not None else None
             if saved is None:
-                saved = self._segment(plan, index, latents, embeddings, part_ends, codes, seed, num_steps, cfg_scale, progress)
+                # one bar over the whole video: step `done` of segment `index` of len(starts)
+                shown = None if progress is None else (
+                    lambda done, total, index=index: progress(index * total + done, len(plan.starts) * total)
+                )
+                saved = self._segment(plan, index, latents, embeddings, part_ends, codes, seed, num_steps, cfg_scale, shown)
                 computed += 1
                 if store is not None:
                     store.save_segment(index, saved)

@@ -1,7 +1,9 @@
-"""`arlon-bench sample`: one prompt (or several progressive prompts) to an mp4."""
+"""`arlon-bench sample`: one prompt (or several progressive prompts) to an mp4: a clip, a long video, or a
+clip guided by a reference video."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Optional
 
 import torch
@@ -25,8 +27,12 @@ EXAMPLES = """Examples:
 
   arlon-bench sample --preset tiny --random-init --prompt "a red circle moves from left to right" --out video.mp4
 
-  arlon-bench sample --preset tiny --checkpoint ckpt/ --prompt "a blue square" --prompt "then it turns green" \\
-      --frames-per-prompt 32 --out long.mp4
+  arlon-bench sample --prompt "a blue square moves right on a dark background" --frames 64 --out long.mp4
+
+  arlon-bench sample --prompt "a blue square moves right on a dark background" \\
+      --prompt "a green square moves down on a dark background" --frames 64 --out progressive.mp4
+
+  arlon-bench sample --prompt "a red circle moves left on a dark background" --reference-video clip.mp4 --out guided.mp4
 """
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -46,13 +52,15 @@ def parse_device(name: str | None) -> torch.device | None:
 
 
 def check_sampling_options(
-    *, seed: int, steps: int | None, cfg_scale: float | None, frames_per_prompt: int | None
+    *, seed: int, steps: int | None, cfg_scale: float | None, frames: int | None, prompts: int = 1
 ) -> None:
     """The numeric options in the ranges of the config fields they stand for."""
     check_range("--seed", seed, NON_NEGATIVE)
     check_range("--steps", steps, FIELD_RANGES[FlowConfig]["num_sampling_steps"])
     check_range("--cfg-scale", cfg_scale, FIELD_RANGES[FlowConfig]["cfg_scale"])
-    check_range("--frames-per-prompt", frames_per_prompt, FIELD_RANGES[VideoConfig]["num_frames"])
+    check_range("--frames", frames, FIELD_RANGES[VideoConfig]["num_frames"])
+    if frames is not None and frames < prompts:
+        raise BenchError(f"--frames {frames} cannot hold {prompts} prompts: give at least one frame per prompt")
 
 
 def check_prompt_words(console: Console, cfg: ArlonConfig, prompts: list[str], checkpoint: str | None) -> None:
@@ -79,8 +87,13 @@ def sample(
     overrides: SetOpt = None,
     seed: SeedOpt = 0,
     baseline: Annotated[bool, typer.Option("--baseline", help="Open-Sora-style generation without ARLON's injection.")] = False,
-    frames_per_prompt: Annotated[
-        Optional[int], typer.Option("--frames-per-prompt", help="Make a long video: pixel frames per prompt.")
+    frames: Annotated[
+        Optional[int],
+        typer.Option("--frames", help="Pixel frames of the video (default: the preset's clip); more makes a long video."),
+    ] = None,
+    reference_video: Annotated[
+        Optional[str],
+        typer.Option("--reference-video", help="Condition the clip on this video's semantics instead of AR codes (Figure 15)."),
     ] = None,
     steps: Annotated[Optional[int], typer.Option("--steps", help="Denoising steps (default: the preset's).")] = None,
     cfg_scale: Annotated[Optional[float], typer.Option("--cfg-scale", help="Classifier-free guidance scale.")] = None,
@@ -96,11 +109,13 @@ def sample(
     """
     if dtype not in DTYPES:
         raise BenchError(f"--dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
-    if baseline and (len(prompt) > 1 or frames_per_prompt):
-        raise BenchError("--baseline makes a single clip; drop --frames-per-prompt and extra --prompt options")
+    if reference_video is not None and (baseline or len(prompt) > 1 or frames):
+        raise BenchError("--reference-video conditions one ARLON clip: drop --baseline, --frames and extra --prompt options")
+    if reference_video is not None and not Path(reference_video).is_file():
+        raise BenchError(f"--reference-video {reference_video}: no such file")
     output_file(out, "--out", example="video.mp4")  # refused before the minutes of sampling, not after
     cfg = apply_overrides(get_preset(preset), overrides or []).validate()
-    check_sampling_options(seed=seed, steps=steps, cfg_scale=cfg_scale, frames_per_prompt=frames_per_prompt)
+    check_sampling_options(seed=seed, steps=steps, cfg_scale=cfg_scale, frames=frames, prompts=len(prompt))
     if not all(text.strip() for text in prompt):
         raise BenchError("--prompt is empty: give the text of the video, e.g. --prompt \"a red circle moves right\"")
     torch_device = parse_device(device)
@@ -111,7 +126,7 @@ def sample(
         check_prompt_words(cli_console(stderr=True), cfg, prompt, checkpoint)
     with rich_progress("denoising", console=console) as progress:
         result = sample_video(
-            cfg, prompt, out, seed=seed, baseline=baseline, frames_per_prompt=frames_per_prompt,
+            cfg, prompt, out, seed=seed, baseline=baseline, num_frames=frames, reference_video=reference_video,
             checkpoint_dir=checkpoint, random_init=random_init, num_steps=steps, cfg_scale=cfg_scale,
             device=torch_device, dtype=DTYPES[dtype], progress=progress,
         )

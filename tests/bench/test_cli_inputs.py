@@ -85,7 +85,9 @@ def test_sample_refuses_prompts_and_options_it_cannot_honour(capsys, monkeypatch
         (["--prompt", "  "], "error: --prompt is empty"),
         (["--prompt", "a red circle rises on a dark background", "--steps", "0"], "error: --steps = 0 is out of range: it must be at least 1"),
         (["--prompt", "a red circle rises on a dark background", "--cfg-scale", "-1"], "error: --cfg-scale = -1.0 is out of range"),
-        (["--prompt", "a red circle rises on a dark background", "--frames-per-prompt", "0"], "error: --frames-per-prompt = 0 is out of range"),
+        (["--prompt", "a red circle rises on a dark background", "--frames", "0"], "error: --frames = 0 is out of range"),
+        (["--prompt", "a", "--prompt", "b", "--prompt", "c", "--frames", "2"], "error: --frames 2 cannot hold 3 prompts"),
+        (["--prompt", "a red circle rises on a dark background", "--reference-video", "missing.mp4"], "error: --reference-video missing.mp4: no such file"),
         (["--prompt", "a red circle rises on a dark background", "--set", "noise.probability=1.5"], "error: noise.probability = 1.5 is out of range"),
     ]
     for args, message in cases:
