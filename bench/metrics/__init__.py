@@ -3,7 +3,7 @@ metrics; every backend is imported here, so `METRICS` is complete once `bench.me
 
 from __future__ import annotations
 
-from bench.metrics import flicker, toyworld, vbench
+from bench.metrics import flicker, toylong, toyworld, vbench
 from bench.metrics.registry import METRICS, MetricSpec, MetricValue, aggregate, compute_metric, register_metric
 
-__all__ = ["METRICS", "MetricSpec", "MetricValue", "aggregate", "compute_metric", "register_metric", "flicker", "toyworld", "vbench"]
+__all__ = ["METRICS", "MetricSpec", "MetricValue", "aggregate", "compute_metric", "register_metric", "flicker", "toylong", "toyworld", "vbench"]

@@ -834,14 +834,23 @@ def object_verdicts(video: np.ndarray, scene: SceneSpec) -> tuple[ObjectVerdict,
 # ---------------------------------------------------------------------------------------------
 
 
+CLIP_INPUTS = ("video", "scene", "reference_video")  # what `score_video` passes
+
+
+def clip_metrics() -> list[str]:
+    """The toyworld metrics that judge a clip against its scene: those reading only CLIP_INPUTS (the
+    long-video judges of `bench.metrics.toylong` also read a timeline and the DiT segments)."""
+    return [name for name in metrics_of_backend(BACKEND) if set(METRICS.get(name).inputs) <= set(CLIP_INPUTS)]
+
+
 def score_video(
     video: np.ndarray,
     scene: SceneSpec,
     metrics: list[str] | None = None,
     reference_video: np.ndarray | None = None,
 ) -> dict[str, float | None]:
-    """Scores of one uint8 (T, H, W, 3) video for `metrics` (default: every toyworld metric);
-    metrics that need a reference video give None without one."""
-    names = metrics_of_backend(BACKEND) if metrics is None else list(metrics)
+    """Scores of one uint8 (T, H, W, 3) video for `metrics` (default: every toyworld clip metric,
+    `clip_metrics`); metrics that need a reference video give None without one."""
+    names = clip_metrics() if metrics is None else list(metrics)
     inputs = {"video": video, "scene": scene, "reference_video": reference_video}
     return {name: compute_metric(METRICS.get(name), inputs) for name in names}
