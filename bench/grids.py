@@ -512,7 +512,7 @@ def _build(document: dict, reader: _Reader, base_dir: Path, overrides: tuple[str
         return None
     prompts, prompt_list = _prompt_config(document.get("prompts", {}), reader, base_dir, prompt_overrides)
     long = _long_block(document.get("long"), prompt_list, reader)
-    metrics = _metrics(document.get("metrics", []), prompts, reader)
+    metrics = _metrics(document.get("metrics", []), prompts, reader, is_long=long is not None or prompts.kind == "toyworld_long")
     _warn_missing_parts(document, prompts, reader)
 
     # 3. The base: preset + base entries + --set; training recipes and data the same way.
@@ -734,7 +734,7 @@ def _prompt_config(
     return cfg, None
 
 
-def _metrics(value: Any, prompts: PromptSetConfig, reader: _Reader) -> tuple[str, ...]:
+def _metrics(value: Any, prompts: PromptSetConfig, reader: _Reader, is_long: bool = False) -> tuple[str, ...]:
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
@@ -743,15 +743,27 @@ def _metrics(value: Any, prompts: PromptSetConfig, reader: _Reader) -> tuple[str
     for i, name in enumerate(value):
         if name not in METRICS:
             reader.add(("metrics", i), METRICS.unknown_key_message(name))
-        elif "scene" in METRICS.get(name).inputs and prompts.kind in ("vbench", "csv"):  # text: `toy_judge_problems`
+        elif _is_toy_judge(name) and prompts.kind in ("vbench", "csv"):  # text: `toy_judge_problems`
             reader.add(
                 ("metrics", i),
                 f"{name} judges toy-world scenes; it needs prompts.kind toyworld, or text with toy-world captions, "
                 f"not {prompts.kind!r}",
             )
+        elif "segments" in METRICS.get(name).inputs and not is_long:
+            reader.warn_at(
+                ("metrics", i),
+                f"{name} judges long videos only and this grid makes clips, so it gives no value: add a long: block "
+                "or prompts.kind toyworld_long",
+            )
     if len(set(value)) != len(value):
         reader.add(("metrics",), "a metric is listed twice")
     return tuple(dict.fromkeys(value))
+
+
+def _is_toy_judge(metric: str) -> bool:
+    """Whether a metric reads the toy world's ground truth (a clip's scene or a long video's timeline)."""
+    inputs = METRICS.get(metric).inputs
+    return "scene" in inputs or "timeline" in inputs
 
 
 def toy_judge_problems(
@@ -760,7 +772,7 @@ def toy_judge_problems(
     """One issue for each prompt of a text file that the toy judges among `metrics` cannot score
     (it is no toy-world caption), at its line; call it before scoring a run with metrics its grid
     did not list (prompts whose id is in `skip` are left out)."""
-    judges = [name for name in metrics if name in METRICS and "scene" in METRICS.get(name).inputs]
+    judges = [name for name in metrics if name in METRICS and _is_toy_judge(name)]
     if cfg.kind != "text" or not judges:
         return []
     what = f"{judges[0]} judges" if len(judges) == 1 else f"the {len(judges)} toy_* metrics judge"

@@ -1274,13 +1274,25 @@ def _continuing_change(
     return ObjectChange(keep, obj.speed if keep == obj.motion else _object_motion_parameters(rng, keep, state.size)[1])
 
 
+_PROGRESSIVE_DRAWS = 50  # scenes tried until the primary object is in view where the second part begins
+
+
 def sample_progressive(
     rng: np.random.Generator, split: str = "train", max_objects: int = 3, frames_per_part: int = PLAN_FRAMES
 ) -> ProgressiveScene:
     """A two-part scene. The primary object changes its motion (and with probability 0.4 its colour)
-    to a triple of the same split; the others keep their motion where they can, else stay still."""
+    to a triple of the same split; the others keep their motion where they can, else stay still. The
+    primary object is fully in view where the second part begins."""
     plan_frames = min(frames_per_part, PLAN_FRAMES)
-    first = sample_scene(rng, split, max_objects, plan_frames)
+    # Parts longer than PLAN_FRAMES let a linear mover wrap: where the second part begins it may be
+    # off screen, and a new motion along the other axis never brings it back. Redraw such scenes.
+    for _ in range(_PROGRESSIVE_DRAWS):
+        first = sample_scene(rng, split, max_objects, plan_frames)
+        primary = first.objects[0]
+        state = _state_after(primary, frames_per_part, first.content_velocity, 1.0, 1.0)
+        extent = state.size * _EXTENT[primary.shape]
+        if extent <= state.x <= 1 - extent and extent <= state.y <= 1 - extent:
+            break
     velocity = first.content_velocity
     taken = {o.colour for o in first.objects} | {o.target_colour for o in first.objects if o.target_colour}
     free = _free_colours(taken, first.background)
