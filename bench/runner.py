@@ -62,6 +62,7 @@ from bench.executors.work import (
 )
 from bench.grids import Cell, Grid, toy_judge_problems
 from bench.metrics import METRICS
+from bench.preflight import check_run_inputs
 from bench.prompts import BenchPrompt, load_prompts
 from bench.results import collect_scores, current_scores, require_scores, results_table, write_results
 from bench.store import NOT_GENERATED, RunStore, provenance, resolve_run_dir
@@ -427,6 +428,7 @@ def _train_and_generate(run: _Run, generate: bool) -> None:
     videos.total, videos.skipped = finished + sum(len(units) for units in pending.values()), finished
     with_reference = needs_reference(grid)
     cells = [cell for cell in grid.cells if cell.id in pending]
+    check_run_inputs(grid, cells)  # a missing released checkpoint stops the run here, before any work
     stages = {cell.id: cell_stages(cell, with_reference) for cell in cells}
 
     # 1. Train what the pending videos need.

@@ -22,13 +22,20 @@ from pathlib import Path
 import torch
 
 from arlon.checkpoints.io import REDO_HINT, check_checkpoint_dir, load_component, read_manifest
+from arlon.checkpoints.opensora import (
+    STDIT3_DOWNLOAD_HINT,
+    STDIT3_FILENAMES,
+    VAE_DOWNLOAD_HINT,
+    VAE_FILENAMES,
+    resolve_weights_source,
+)
 from arlon.config import ArlonConfig
-from arlon.errors import CheckpointMismatchError, MissingWeightsError
+from arlon.errors import CheckpointMismatchError, CorruptFileError, MissingWeightsError
 from arlon.injection.adapters import SemanticInjector
 from arlon.models.ar_transformer import ARTransformer
 from arlon.models.latent_vq import LatentVQVAE
 from arlon.models.stdit3 import STDiT3
-from arlon.models.text_encoders import TextEncoder, build_text_encoder
+from arlon.models.text_encoders import TextEncoder, build_text_encoder, resolve_t5_path
 from arlon.models.video_vae import OpenSoraVAE, VideoVAE, build_video_vae
 from arlon.rectified_flow import RectifiedFlow
 from arlon.training.stages import stage_configs
@@ -155,6 +162,32 @@ def clip_code_grid(cfg: ArlonConfig, vae: VideoVAE) -> tuple[int, int, int]:
     video = cfg.video
     T, _, _ = vae.latent_size(video.num_frames, video.height, video.width)
     return (T // cfg.ar_vq.compression[0], *cfg.ar_frame_grid)
+
+
+def missing_pretrained(cfg: ArlonConfig) -> list[str]:
+    """The released weights `cfg` loads that this machine lacks, one phrase each naming the setting and
+    what it points at ([] when everything is there): Open-Sora v1.2's VAE and STDiT3, T5. Reads only
+    the file system and the local Hugging Face cache; loads nothing."""
+    missing = []
+    sources = []
+    if cfg.vae.kind == "opensora_v1_2":
+        sources.append(("vae.pretrained", cfg.vae.pretrained, VAE_FILENAMES, VAE_DOWNLOAD_HINT))
+    if cfg.backbone.pretrained is not None:
+        sources.append(("backbone.pretrained", cfg.backbone.pretrained, STDIT3_FILENAMES, STDIT3_DOWNLOAD_HINT))
+    for setting, source, filenames, hint in sources:
+        if source is None:
+            missing.append(f"{setting} (not set)")
+            continue
+        try:
+            resolve_weights_source(source, filenames, download_hint=hint)
+        except (MissingWeightsError, CorruptFileError):
+            missing.append(f"{setting} {source!r}")
+    if cfg.text.kind == "t5":
+        try:
+            resolve_t5_path(cfg.text.pretrained)
+        except MissingWeightsError:
+            missing.append("text.pretrained (not set)" if cfg.text.pretrained is None else f"text.pretrained {cfg.text.pretrained!r}")
+    return missing
 
 
 # Sub-configs a checkpoint may differ in: the video size and rate only say what it was trained on

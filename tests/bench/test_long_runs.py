@@ -164,3 +164,19 @@ def test_a_run_folder_knows_its_long_block():
     changes = RunDefinition.of(short).differences(RunDefinition.of(longer))
     assert changes == ["long {'frames': 32, 'seconds': None, 'overlap': None} -> {'frames': 64, 'seconds': None, 'overlap': None}"]
     assert RunDefinition.of(short).differences(RunDefinition.of(parse_grid({**base, "long": {"frames": 32}}))) == []
+
+
+def test_table1_grid_validates_and_stops_at_once_without_the_weights(capsys, monkeypatch, tmp_path):
+    from cli_runner import run_main
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))  # no Hugging Face cache holds the ids
+    monkeypatch.setenv("ARLON_CACHE_DIR", str(tmp_path / "cache"))
+    grid = load_grid("table1")
+    assert validate_grid("table1") == [] and grid.preset == "paper" and grid.long.frames == 600
+    code, out, err = run_main(capsys, monkeypatch, "ablate", "--grid", "table1", "--limit", "1", "--out", str(tmp_path / "run"))
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err + out
+    for named in ("vae.pretrained 'hpcai-tech/OpenSora-VAE-v1.2'", "backbone.pretrained 'hpcai-tech/OpenSora-STDiT-v3'",
+                  "text.pretrained 'DeepFloyd/t5-v1_1-xxl'"):
+        assert named in err
+    assert err.startswith("error: grid 'table1' cannot run here, weights missing:")
+    assert not any((tmp_path / "cache").rglob("*.safetensors"))  # nothing was trained

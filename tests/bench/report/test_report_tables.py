@@ -111,11 +111,17 @@ def test_table2_and_table1_layouts_append_the_paper_rows(tmp_path):
     assert "| ARLON (paper) | 52.80 |" in markdown
     assert all(label not in table.best()["scene"] for label in ("ARLON (paper)", "Kling (paper)"))
     assert table1(grid, summary) is None  # not a long-video grid
-    long_grid = load_grid(write_mini_grid(tmp_path), [f"metrics=[{', '.join(TABLE2_METRICS)}]"])
-    object.__setattr__(long_grid, "name", "long_video")
-    long_table = table1(long_grid, summary)
-    assert long_table is not None and [r.label for r in long_table.rows if r.is_paper_row][0] == "FreeNoise (paper)"
-    assert len(long_table.columns) == 7
+    long_grid = load_grid(write_mini_grid(tmp_path), [f"metrics=[{', '.join(TABLE2_METRICS)}]", "long.frames=16", "video.num_frames=8"])
+    long_table = table1(long_grid, summarize(long_grid, synthetic_scores(long_grid, prompts=3, samples=1), resamples=200))
+    assert long_table is not None and len(long_table.columns) == 7 and long_table.reported_columns
+    reproduced = {r.label: r.paper_row for r in long_table.rows if not r.is_paper_row}
+    assert reproduced == {"baseline": "OpenSora-V1.2", "layers=first:1": "ARLON", "layers=last:1": "ARLON"}
+    baseline_row = long_table.rows[0]
+    assert baseline_row.reported["subject_consistency"] == 96.30 and baseline_row.entries
+    assert [r.label for r in long_table.rows if r.is_paper_row] == [
+        "FreeNoise (paper, reported only)", "StreamingT2V (paper, reported only)",
+    ]
+    assert "Each video: 16 frames (the paper's: 600 frames)" in long_table.caption
 
 
 def test_table5_layout_for_a_grid_that_varies_the_training_data(tmp_path):
