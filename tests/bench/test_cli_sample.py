@@ -33,6 +33,21 @@ def test_sample_overrides_frame_count(tmp_path):
     assert read_video(out)[0].shape[0] == 8
 
 
+def test_sample_long_progressive_baseline_and_reference_video(tmp_path):
+    prompts = ["--prompt", "a blue square moves right on a dark background", "--prompt", "a blue square moves down on a dark background"]
+    progressive, baseline, guided = tmp_path / "p.mp4", tmp_path / "b.mp4", tmp_path / "g.mp4"
+    result = runner.invoke(app, ["sample", *prompts, "--frames", "40", "--steps", "1", "--out", str(progressive)])
+    assert result.exit_code == 0, result.output
+    assert read_video(progressive)[0].shape == (40, 32, 32, 3)
+    result = runner.invoke(app, ["sample", *prompts[2:], "--frames", "24", "--baseline", "--steps", "1", "--out", str(baseline)])
+    assert result.exit_code == 0, result.output
+    assert read_video(baseline)[0].shape[0] == 24
+    # a clip guided by the semantics of another video (Figure 15), resized to the preset's size on the way
+    result = runner.invoke(app, ["sample", *prompts[2:], "--reference-video", str(progressive), "--steps", "1", "--out", str(guided)])
+    assert result.exit_code == 0, result.output
+    assert read_video(guided)[0].shape == (16, 32, 32, 3)
+
+
 def _run_cli(*args: str) -> subprocess.CompletedProcess:
     code = "from bench.cli.app import main; main()"
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
