@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import torch
 
 from arlon.config import ArlonConfig
@@ -210,20 +211,91 @@ class SegmentStore:
 # ---------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class LongVideoLayout:
+    """Where a long video's parts and segments lie on the latent timeline."""
+
+    parts: tuple[tuple[str, int], ...]  # (text, pixel frames)
+    part_codes: tuple[int, ...]  # AR code frames of each part
+    part_ends: tuple[int, ...]  # latent frame where each part ends
+    plan: SegmentPlan
+
+    @property
+    def num_frames(self) -> int:
+        """Pixel frames of the video."""
+        return sum(frames for _, frames in self.parts)
+
+
 class LongVideoPipeline:
     """Long videos and progressive prompts; `use_injection=False` is the Open-Sora v1.2 baseline."""
 
     def __init__(self, components: ArlonComponents, use_injection: bool = True):
         if use_injection and not components.has_arlon:
             raise ConfigError("these components were built with baseline_only=True; ARLON's long videos need the AR model")
-        if use_injection and components.ar_trained_grid is None:
+        if use_injection:
+            self._check_ar(components)
+        self.components = components
+        self.use_injection = use_injection
+
+    @staticmethod
+    def _check_ar(components: ArlonComponents) -> None:
+        if components.ar_trained_grid is None:
             raise ConfigError(
                 "the AR checkpoint does not record the code grid it was trained on (`trained_grid` in ar.json), so a "
                 "long video cannot keep its AR windows in the trained range; re-train the AR stage with this version "
                 "(`arlon-bench train --stage ar`)"
             )
-        self.components = components
-        self.use_injection = use_injection
+
+    def layout(self, parts: Sequence[tuple[str, int]], overlap: int | None = None) -> LongVideoLayout:
+        """The parts' code frames and the segment plan of a video of `parts` (overlap in latent
+        frames; default `default_overlap`)."""
+        c = self.components
+        video = c.config.video
+        parts = tuple((str(text), int(frames)) for text, frames in parts)
+        if not parts or any(not text.strip() for text, _ in parts):
+            raise ConfigError("a long video needs at least one part with a prompt")
+        if any(frames < 1 for _, frames in parts):
+            raise ConfigError(f"every part needs at least one frame, got {[frames for _, frames in parts]}")
+        r = c.config.ar_vq.compression[0]
+        _, T_seg, _, _ = latent_shape(c, video.num_frames, video.height, video.width)
+        if T_seg % r:
+            raise ConfigError(f"the segment's {T_seg} latent frames are not a multiple of the AR ratio r={r}")
+        overlap = default_overlap(T_seg, r) if overlap is None else overlap
+        part_codes = tuple(-(-c.vae.latent_size(frames, video.height, video.width)[0] // r) for _, frames in parts)
+        plan = plan_segments(sum(part_codes) * r, T_seg, overlap, r)
+        part_ends = tuple(sum(part_codes[: i + 1]) * r for i in range(len(parts)))
+        return LongVideoLayout(parts, part_codes, part_ends, plan)
+
+    @torch.no_grad()
+    def ar_codes(self, layout: LongVideoLayout, seed: int) -> torch.Tensor:
+        """The AR codes (1, t, h, w) ARLON draws for the whole timeline with `seed`: what it injects,
+        and for the baseline the plan it never sees (its reference video)."""
+        c = self.components
+        if c.ar is None:
+            raise ConfigError("these components have no AR model; build them with the AR side to draw AR codes")
+        self._check_ar(c)
+        embeddings = [encode_prompts(c, [text]) for text, _ in layout.parts]
+        r = c.config.ar_vq.compression[0]
+        _, ar_gen = make_generators(seed, c.device)
+        return self._codes_for_parts(embeddings, list(layout.part_codes), layout.plan.total_frames // r, ar_gen)
+
+    @torch.no_grad()
+    def reference_frames(self, layout: LongVideoLayout, codes: torch.Tensor) -> np.ndarray:
+        """The AR plan as a video, uint8 (1, T, H, W, 3): each segment's code window decoded by the latent
+        VQ-VAE (as the injector reads it), every frame taken from the segment that generates it, then
+        the video VAE; the long-video counterpart of a clip's reference video."""
+        c = self.components
+        plan, r = layout.plan, c.config.ar_vq.compression[0]
+        condition = None
+        for index, start in enumerate(plan.starts):
+            window = codes[:, start // r : (start + plan.segment_frames) // r].to(c.device)
+            F = codes_to_condition(c, window)  # (1, C, T_seg, H, W)
+            if condition is None:
+                condition = F.new_zeros((*F.shape[:2], plan.total_frames, *F.shape[3:]))
+            first_new = plan.first_new(index)
+            condition[:, :, first_new : start + plan.segment_frames] = F[:, :, first_new - start :]
+        frames = decode_latents(c, condition, pixel_frames_covered(c, plan.total_frames))
+        return frames[:, : layout.num_frames]
 
     @torch.no_grad()
     def __call__(
@@ -241,32 +313,21 @@ class LongVideoPipeline:
         `overlap` in latent frames (default: `default_overlap`)."""
         c = self.components
         video = c.config.video
-        parts = [(str(text), int(frames)) for text, frames in parts]
-        if not parts or any(not text.strip() for text, _ in parts):
-            raise ConfigError("a long video needs at least one part with a prompt")
-        if any(frames < 1 for _, frames in parts):
-            raise ConfigError(f"every part needs at least one frame, got {[frames for _, frames in parts]}")
-        r = c.config.ar_vq.compression[0]
-        C, T_seg, H, W = latent_shape(c, video.num_frames, video.height, video.width)
-        if T_seg % r:
-            raise ConfigError(f"the segment's {T_seg} latent frames are not a multiple of the AR ratio r={r}")
-        overlap = default_overlap(T_seg, r) if overlap is None else overlap
 
         # 1. Plan: each part's code frames, then segments over the whole timeline
-        part_codes = [-(-c.vae.latent_size(frames, video.height, video.width)[0] // r) for _, frames in parts]
-        plan = plan_segments(sum(part_codes) * r, T_seg, overlap, r)
-        part_ends = [sum(part_codes[: i + 1]) * r for i in range(len(parts))]  # latent frame where each part ends
+        layout = self.layout(parts, overlap)
+        plan, part_ends = layout.plan, list(layout.part_ends)
+        C, T_seg, H, W = latent_shape(c, video.num_frames, video.height, video.width)
         if store is not None:
-            store.open(self._request(parts, seed, overlap, num_steps, cfg_scale))
-        embeddings = [encode_prompts(c, [text]) for text, _ in parts]
+            store.open(self._request(list(layout.parts), seed, plan.overlap, num_steps, cfg_scale))
+        embeddings = [encode_prompts(c, [text]) for text, _ in layout.parts]
 
         # 2. AR codes for the whole timeline (ARLON), part by part, in trained-length windows
         codes = None
         if self.use_injection:
             codes = store.codes() if store is not None else None
             if codes is None:
-                _, ar_gen = make_generators(seed, c.device)
-                codes = self._codes_for_parts(embeddings, part_codes, plan.total_frames // r, ar_gen)
+                codes = self.ar_codes(layout, seed)
                 if store is not None:
                     store.save_codes(codes)
             codes = codes.to(c.device)
@@ -288,7 +349,7 @@ class LongVideoPipeline:
             latents[:, :, start : start + T_seg] = saved.to(device=c.device, dtype=c.dtype)
 
         # 4. Decode the stitched timeline and cut it to length
-        wanted = sum(frames for _, frames in parts)
+        wanted = layout.num_frames
         frames = decode_latents(c, latents, pixel_frames_covered(c, plan.total_frames))[:, :wanted]
         segments = tuple(
             (pixel_frames_covered(c, plan.first_new(i)), min(wanted, pixel_frames_covered(c, start + T_seg)))

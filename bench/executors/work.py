@@ -270,7 +270,9 @@ def load_cell_components(job: GenerationJob, device: str) -> ArlonComponents:
         components.ar_vq = LatentVQVAE(cell.config.ar_vq)
         components.ar = ARTransformer(cell.config.ar, cell.config.ar_frame_grid)
         for name in ("ar_vq", "ar"):
-            load_checked(job.checkpoint_dir, name, getattr(components, name), cell.config)
+            manifest = load_checked(job.checkpoint_dir, name, getattr(components, name), cell.config)
+        if manifest.get("trained_grid") is not None:  # the AR's: long videos draw their plan within it
+            components.ar_trained_grid = tuple(int(n) for n in manifest["trained_grid"])
         components.to(device).eval()
     return components
 
@@ -365,13 +367,21 @@ def generate_video(components: ArlonComponents, job: GenerationJob, unit: Genera
 def generate_long_video(components: ArlonComponents, job: GenerationJob, unit: GenerateUnit, store: RunStore) -> dict:
     """Generate one long video segment by segment (`arlon.pipelines.long_video`), keeping finished
     segments in the store's unfinished folder so that a killed run recomputes only the segment in
-    flight; write the video, then its record, then drop the folder. Long videos get no reference
-    video: the layout metrics that compare with one give no value for them."""
+    flight; write the video (and its reference, the AR plan decoded segment by segment: for the
+    baseline, the plan ARLON would inject for the same prompt and seed), then its record, then drop
+    the folder."""
     started = time.perf_counter()
     segments = SegmentStore(store.unfinished_path(unit.cell_id, unit.name))
     pipeline = LongVideoPipeline(components, use_injection=not job.cell.is_baseline)
     output = pipeline(list(unit.parts), seed=unit.seed, overlap=unit.overlap, store=segments)
     frames = output.frames[0]  # (T, H, W, 3)
+    reference_sha256 = None
+    if job.with_reference:
+        layout = pipeline.layout(unit.parts, unit.overlap)
+        codes = output.codes if output.codes is not None else pipeline.ar_codes(layout, unit.seed)
+        reference = pipeline.reference_frames(layout, codes)[0]
+        reference_path = write_video(store.reference_path(unit.cell_id, unit.name), reference, fps=output.fps)
+        reference_sha256 = file_sha256(reference_path)
     video_path = write_video(store.video_path(unit.cell_id, unit.name), frames, fps=output.fps)
     record = {
         "video": unit.name,
@@ -387,8 +397,10 @@ def generate_long_video(components: ArlonComponents, job: GenerationJob, unit: G
         "overlap_latent_frames": output.plan.overlap,
         "segments": [list(segment) for segment in output.segments],
         "segments_resumed": len(output.plan.starts) - output.segments_computed,
-        "wall_s": round(time.perf_counter() - started, 3),
     }
+    if reference_sha256 is not None:
+        record["reference_sha256"] = reference_sha256
+    record["wall_s"] = round(time.perf_counter() - started, 3)
     store.write_video_record(unit.cell_id, unit.name, record)
     segments.clear()
     return record

@@ -41,7 +41,7 @@ rows:
   - {name: arlon}
 prompts: {kind: toyworld_long, split: heldout, n: 2, frames: 16}
 long: {overlap: 2}
-metrics: [toy_colour_fidelity, toy_temporal_flicker]
+metrics: [toy_colour_fidelity, toy_layout_iou, toy_temporal_flicker]
 """
 
 
@@ -121,11 +121,17 @@ def test_a_long_run_makes_one_unit_per_long_video_with_its_segments(long_setup, 
     progressive = arlon["toy_progressive_heldout_0_00001-0"]
     assert [frames for _, frames in progressive["parts"]] == [8, 8]
     assert baseline["toy_long_heldout_0_00000-0"]["frames_sha256"] != arlon["toy_long_heldout_0_00000-0"]["frames_sha256"]
+    # both are compared with the same AR plan: what ARLON injects, and the baseline never sees
+    for name in baseline:
+        assert baseline[name]["reference_sha256"] == arlon[name]["reference_sha256"]
+    reference = read_video(store.reference_path(grid.cells[0].id, "toy_long_heldout_0_00000-0"))[0]
+    assert reference.shape == (16, 16, 16, 3)
     assert not any(store.root.glob("cells/*/unfinished/*"))  # finished videos leave no segments behind
     # the clip judges read the long prompt's scene; the progressive prompt has none
     scores = {(r["video"], r["metric"]): r["value"] for r in store.read_scores(grid.cells[1].id)}
     assert scores[("toy_long_heldout_0_00000-0", "toy_colour_fidelity")] is not None
     assert scores[("toy_progressive_heldout_0_00001-0", "toy_colour_fidelity")] is None
+    assert scores[("toy_long_heldout_0_00000-0", "toy_layout_iou")] is not None  # against the AR plan
 
 
 def test_a_killed_long_video_resumes_from_its_finished_segments(long_setup, tmp_path, monkeypatch):

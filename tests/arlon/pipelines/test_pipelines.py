@@ -203,3 +203,15 @@ def test_baseline_only_components_skip_the_ar_side():
     assert BaselinePipeline(components)(["a cat"], seed=0, num_steps=1).frames.shape[1] == 16
     with pytest.raises(ConfigError, match="baseline_only"):
         ArlonPipeline(components)
+
+
+def test_long_video_reference_is_the_ar_plan_arlon_injects(components):
+    parts = [("a red circle moves right", 40)]
+    arlon = LongVideoPipeline(components)
+    out = arlon(parts, seed=3, num_steps=1)
+    baseline = LongVideoPipeline(components, use_injection=False)
+    layout = baseline.layout(parts)
+    codes = baseline.ar_codes(layout, seed=3)  # the baseline's reference: the plan it never sees
+    assert torch.equal(codes, out.codes) and layout.plan == out.plan
+    reference = baseline.reference_frames(layout, codes)
+    assert reference.shape == out.frames.shape and reference.dtype == np.uint8
