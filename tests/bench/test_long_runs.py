@@ -186,3 +186,8 @@ def test_table1_grid_validates_and_stops_at_once_without_the_weights(capsys, mon
         assert named in err
     assert err.startswith("error: grid 'table1' cannot run here, weights missing:")
     assert not any((tmp_path / "cache").rglob("*.safetensors"))  # nothing was trained
+    # a tiny grid loads only the shipped weights: nothing is missing, nothing stops it
+    from arlon.pipelines.components import missing_pretrained
+    from arlon.presets import tiny
+
+    assert missing_pretrained(tiny()) == []

@@ -21,7 +21,7 @@ SAFE_ID = re.compile(r"^[a-z0-9_][a-z0-9_-]*$")
 
 
 def test_every_prompt_set_is_registered():
-    assert PROMPT_SETS.keys() == ["toyworld", "vbench", "csv", "text"]
+    assert PROMPT_SETS.keys() == ["toyworld", "toyworld_long", "vbench", "csv", "text"]
 
 
 def test_toyworld_prompts_carry_their_scene_and_stable_ids():
@@ -112,12 +112,13 @@ def test_each_kind_refuses_the_fields_it_does_not_read(tmp_path):
     path = tmp_path / "my_prompts.txt"
     path.write_text("a cat\n")
     assert PROMPT_SET_FIELDS == {
-        "toyworld": ("split", "n", "seed"), "vbench": ("path", "dimensions"), "csv": ("path", "column"), "text": ("path",)
+        "toyworld": ("split", "n", "seed"), "toyworld_long": ("split", "n", "seed", "frames", "parts"),
+        "vbench": ("path", "dimensions"), "csv": ("path", "column"), "text": ("path",),
     }
     with pytest.raises(BenchError, match=r"prompts.path: kind 'toyworld' does not read it \(it reads split, n and seed\); "
                                          r"did you mean kind 'vbench', 'csv' or 'text'\?"):
         load_prompts(PromptSetConfig(kind="toyworld", path=str(path)))
-    with pytest.raises(BenchError, match=r"prompts.n: kind 'text' does not read it \(it reads path\); did you mean kind 'toyworld'\?"):
+    with pytest.raises(BenchError, match=r"prompts.n: kind 'text' does not read it \(it reads path\); did you mean kind 'toyworld' or 'toyworld_long'\?"):
         load_prompts(PromptSetConfig(kind="text", path=str(path), n=4))
     with pytest.raises(BenchError, match=r"prompts.column: kind 'vbench' does not read it .*did you mean kind 'csv'\?"):
         load_prompts(PromptSetConfig(kind="vbench", path=str(path), column="caption"))
