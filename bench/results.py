@@ -235,21 +235,14 @@ def markdown_table(grid: Grid, table: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def format_estimate(value, low, high, digits: int = 3) -> str:
+def format_estimate(value, low, high, digits: int = 3, signed: bool = False) -> str:
+    """`0.812 [0.790, 0.833]`; `signed` for a difference: `+0.012 [+0.004, +0.020]`."""
+    spec = f"{'+' if signed else ''}.{digits}f"
     if value is None or _is_nan(value):
         return "-"
     if low is None or _is_nan(low) or high is None or _is_nan(high):
-        return f"{value:.{digits}f}"
-    return f"{value:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
-
-
-def format_difference(value, low, high, digits: int = 3) -> str:
-    """`+0.012 [+0.004, +0.020]`: a signed difference with its interval."""
-    if value is None or _is_nan(value):
-        return "-"
-    if low is None or _is_nan(low) or high is None or _is_nan(high):
-        return f"{value:+.{digits}f}"
-    return f"{value:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}]"
+        return f"{value:{spec}}"
+    return f"{value:{spec}} [{low:{spec}}, {high:{spec}}]"
 
 
 def write_results(grid: Grid, store: RunStore, table: pd.DataFrame, scores: pd.DataFrame) -> dict[str, Path]:

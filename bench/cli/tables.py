@@ -19,7 +19,7 @@ from bench.executors.work import UnitFailure
 from bench.grids import Grid
 from bench.metrics import METRICS
 from bench.report.stats import is_significant
-from bench.results import format_difference, format_estimate
+from bench.results import format_estimate
 from bench.runner import CellStatus, RunSummary
 
 SHOWN_FAILURES = 20
@@ -116,7 +116,7 @@ def differences_rich_table(grid: Grid, summary: pd.DataFrame, saved_at: Path | s
         entries = {}
         for _, row in frame.iterrows():
             if row["metric"] in grid.metrics and not pd.isna(row["diff"]):
-                text = format_difference(row["diff"], row["diff_low"], row["diff_high"])
+                text = format_estimate(row["diff"], row["diff_low"], row["diff_high"], signed=True)
                 entries[row["metric"]] = Text(text, style="bold" if is_significant(row) else "")
         rows.append((f"{label} - {reference}", None, entries))
     return ResultsTable(grid, f"{grid.name}: {DIFFERENCE_NOTE}", rows, saved_at, first_column="cells")

@@ -321,6 +321,22 @@ def reference_codes(components: ArlonComponents, text: str, seed: int) -> torch.
     return generate_codes(components, prompt, code_grid(components, size[1:]), sample_gen)
 
 
+def write_generated_video(store: RunStore, unit: GenerateUnit, frames: np.ndarray, fps: int) -> dict:
+    """Write the mp4 of uint8 frames (T, H, W, 3); return the start of its record (what it is, its hashes)."""
+    video_path = write_video(store.video_path(unit.cell_id, unit.name), frames, fps=fps)
+    return {
+        "video": unit.name,
+        "prompt_id": unit.prompt_id,
+        "prompt": unit.text,
+        "sample": unit.sample,
+        "seed": unit.seed,
+        "fps": fps,
+        "shape": list(frames.shape),
+        "sha256": file_sha256(video_path),
+        "frames_sha256": hashlib.sha256(np.ascontiguousarray(frames).tobytes()).hexdigest(),
+    }
+
+
 def generate_video(components: ArlonComponents, job: GenerationJob, unit: GenerateUnit, store: RunStore) -> dict:
     """Generate one video (and its reference), write them, then its record; return the record."""
     if unit.parts:
@@ -343,18 +359,7 @@ def generate_video(components: ArlonComponents, job: GenerationJob, unit: Genera
         codes = output.codes
         _remember_codes(key, codes)
     frames = output.frames[0]  # (T, H, W, 3)
-    video_path = write_video(store.video_path(unit.cell_id, unit.name), frames, fps=output.fps)
-    record = {
-        "video": unit.name,
-        "prompt_id": unit.prompt_id,
-        "prompt": unit.text,
-        "sample": unit.sample,
-        "seed": unit.seed,
-        "fps": output.fps,
-        "shape": list(frames.shape),
-        "sha256": file_sha256(video_path),
-        "frames_sha256": hashlib.sha256(np.ascontiguousarray(frames).tobytes()).hexdigest(),
-    }
+    record = write_generated_video(store, unit, frames, output.fps)
     if job.with_reference and codes is not None:
         reference = decode_latents(components, components.ar_vq.decode(codes), frames.shape[0])[0]
         reference_path = write_video(store.reference_path(unit.cell_id, unit.name), reference, fps=output.fps)
@@ -382,22 +387,13 @@ def generate_long_video(components: ArlonComponents, job: GenerationJob, unit: G
         reference = pipeline.reference_frames(layout, codes)[0]
         reference_path = write_video(store.reference_path(unit.cell_id, unit.name), reference, fps=output.fps)
         reference_sha256 = file_sha256(reference_path)
-    video_path = write_video(store.video_path(unit.cell_id, unit.name), frames, fps=output.fps)
-    record = {
-        "video": unit.name,
-        "prompt_id": unit.prompt_id,
-        "prompt": unit.text,
-        "sample": unit.sample,
-        "seed": unit.seed,
-        "fps": output.fps,
-        "shape": list(frames.shape),
-        "sha256": file_sha256(video_path),
-        "frames_sha256": hashlib.sha256(np.ascontiguousarray(frames).tobytes()).hexdigest(),
+    record = write_generated_video(store, unit, frames, output.fps)
+    record.update({
         "parts": [[text, frames_] for text, frames_ in unit.parts],
         "overlap_latent_frames": output.plan.overlap,
         "segments": [list(segment) for segment in output.segments],
         "segments_resumed": len(output.plan.starts) - output.segments_computed,
-    }
+    })
     if reference_sha256 is not None:
         record["reference_sha256"] = reference_sha256
     record["wall_s"] = round(time.perf_counter() - started, 3)

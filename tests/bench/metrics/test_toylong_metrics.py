@@ -14,15 +14,10 @@ from bench.prompts import PromptSetConfig, load_prompts
 
 FRAMES, H, W = 64, 32, 32
 SEGMENTS = ((0, 16), (20, 32), (36, 48), (52, 64))  # new frames of 4 DiT segments; seams at 20, 36, 52
+# each linear motion's opposite: the motion whose direction vector is the negated one
 REVERSED = {
-    "right": "left",
-    "left": "right",
-    "up": "down",
-    "down": "up",
-    "up_right": "down_left",
-    "down_left": "up_right",
-    "up_left": "down_right",
-    "down_right": "up_left",
+    motion: next(other for other, (ox, oy) in tw.LINEAR_MOTIONS.items() if (ox, oy) == (-x, -y))
+    for motion, (x, y) in tw.LINEAR_MOTIONS.items()
 }
 
 
