@@ -22,8 +22,12 @@ def grids() -> None:
     for name, path in shipped_grids().items():
         grid = load_grid(path)
         prompts = grid.prompts.kind
-        if grid.prompts.kind == "toyworld":
+        if grid.prompts.kind in ("toyworld", "toyworld_long"):
             prompts += f" {grid.prompts.split} x{grid.prompts.n}"
+        if grid.prompts.kind == "toyworld_long":
+            prompts += f", {grid.prompts.frames}-frame long videos"
+        elif grid.long is not None:
+            prompts += f", long videos of {grid.long.frames} frames" if grid.long.frames else f", long videos of {grid.long.seconds:g} s"
         console.print(Text.assemble((name, "bold"), f"  {grid.description}"), soft_wrap=True)
         console.print(f"  {len(grid.cells)} cells: {', '.join(cell.label for cell in grid.cells)}", soft_wrap=True)
         console.print(f"  prompts: {prompts}, {grid.samples_per_prompt} video(s) each; metrics: {', '.join(grid.metrics)}", soft_wrap=True)
