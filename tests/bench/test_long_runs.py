@@ -4,6 +4,7 @@ the same segments for ARLON and the baseline, segments in the records, long-vide
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -100,10 +101,14 @@ def test_the_long_block_is_validated(tmp_path):
     assert grid.video_parts(prompt, fps=8) == ((prompt.text, 32),)
 
 
-def test_shipped_long_grid_validates():
+def test_shipped_long_grid_and_its_ci_smoke_grid_validate():
     assert validate_grid("long") == []
     grid = load_grid("long")
     assert grid.is_long and [c.label for c in grid.cells] == ["baseline", "arlon"]
+    smoke = Path(__file__).resolve().parents[2] / "ablations" / "ci" / "long-smoke.yaml"
+    assert validate_grid(smoke) == []
+    # the CI gate runs the very cells of the long grid, on fewer prompts
+    assert [c.id for c in load_grid(smoke).cells] == [c.id for c in grid.cells] and load_grid(smoke).prompts.n == 6
 
 
 def test_a_long_run_makes_one_unit_per_long_video_with_its_segments(long_setup, tmp_path):
