@@ -520,6 +520,7 @@ class CellStatus:
     videos_total: int
     scores_done: int
     scores_total: int
+    unfinished_segments: int = 0  # DiT segments kept for long videos still being made (resumed next run)
 
 
 def open_run(run: str | os.PathLike) -> tuple[RunStore, Grid, int | None]:
@@ -541,6 +542,7 @@ def run_status(store: RunStore, grid: Grid, limit: int | None = None) -> list[Ce
             CellStatus(
                 cell.label, cell.id, cell.is_baseline, store.has_checkpoints(cell.id),
                 videos, total_videos, scores, total_videos * len(grid.metrics),
+                len(list((store.cell_dir(cell.id) / "unfinished").glob("*/segment-*.pt"))),
             )
         )
     return statuses

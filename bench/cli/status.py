@@ -29,6 +29,9 @@ def status(run: RunArg) -> None:
         f"train: {checkpoints}/{len(statuses)} cells trained | generate: {videos[0]}/{videos[1]} videos | "
         f"score: {scores[0]}/{scores[1]} scores",
     )
+    kept = sum(s.unfinished_segments for s in statuses)
+    if kept:
+        console.print(f"unfinished long videos: {kept} finished segment(s) kept; the next run resumes from them")
     latest = (store.read_json("manifest.json") or {}).get("latest")
     if latest:
         console.print(f"last invocation: {latest.get('started', 'unknown')} ({latest.get('status', 'unknown')})")

@@ -15,7 +15,7 @@ from bench.executors.local import LocalExecutor
 from bench.executors.work import WorkContext, cell_stages
 from bench.grids import GridError, load_grid, parse_grid, validate_grid
 from bench.prompts import PromptSetConfig, load_prompts
-from bench.runner import needs_reference, plan_training, run_grid
+from bench.runner import needs_reference, plan_training, run_grid, run_status
 from bench.store import RunDefinition, RunStore
 
 # The mini grid of mini_run.py with 8-frame clips: 4 latent frames, two AR code frames per segment,
@@ -157,6 +157,7 @@ def test_a_killed_long_video_resumes_from_its_finished_segments(long_setup, tmp_
     with pytest.raises(KeyboardInterrupt):
         run_grid(grid, store, cache_dir=cache)
     assert len(list(store.root.glob("cells/*/unfinished/*/segment-*.pt"))) == 1
+    assert sum(status.unfinished_segments for status in run_status(store, grid)) == 1
     monkeypatch.setattr(SegmentStore, "save_segment", real_save)
     summary = run_grid(grid, store, cache_dir=cache)
     assert summary.ok and summary.counts["generate"].skipped == 1 and summary.counts["generate"].run == 3
