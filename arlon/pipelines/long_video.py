@@ -241,9 +241,9 @@ class LongVideoPipeline:
     def _check_ar(components: ArlonComponents) -> None:
         if components.ar_trained_grid is None:
             raise ConfigError(
-                "the AR checkpoint does not record the code grid it was trained on (`trained_grid` in ar.json), so a "
-                "long video cannot keep its AR windows in the trained range; re-train the AR stage with this version "
-                "(`arlon-bench train --stage ar`)"
+                "the AR checkpoint does not record the code grid it was trained on (`trained_grid` in ar.json, written "
+                "since long videos keep their AR windows in the trained range); re-train the AR stage with this version: "
+                "remove its cached folder ($ARLON_CACHE_DIR/stages/ar/<key>) and run `arlon-bench train --stage ar`"
             )
 
     def layout(self, parts: Sequence[tuple[str, int]], overlap: int | None = None) -> LongVideoLayout:
