@@ -99,19 +99,23 @@ def default_overlap(segment_frames: int, align: int) -> int:
     return max(align, round(segment_frames / 3 / align) * align)
 
 
+def segment_overlap(segment_frames: int, align: int, overlap: int | None) -> int:
+    """The overlap (latent frames) of segments of `segment_frames`: `overlap` if it fits, else the
+    default; ConfigError when the segment or the overlap does not sit on AR frames (`align`)."""
+    if segment_frames % align:
+        raise ConfigError(f"the segment's {segment_frames} latent frames are not a multiple of the AR ratio r={align}")
+    overlap = default_overlap(segment_frames, align) if overlap is None else overlap
+    plan_segments(2 * segment_frames, segment_frames, overlap, align)  # raises when the overlap does not fit
+    return overlap
+
+
 def check_long_video(cfg: ArlonConfig, overlap: int | None) -> int:
-    """The overlap (latent frames) a long video of `cfg` uses: `overlap` if it fits the segment, or
-    the default; ConfigError when it does not fit. Builds no weights (the VAE on the meta device)."""
+    """The overlap (latent frames) a long video of `cfg` uses (`segment_overlap`), without weights:
+    the VAE is built on the meta device only to read its latent length."""
     with torch.device("meta"):
         vae = build_video_vae(cfg.vae)
     video = cfg.video
-    T_seg = vae.latent_size(video.num_frames, video.height, video.width)[0]
-    r = cfg.ar_vq.compression[0]
-    if T_seg % r:
-        raise ConfigError(f"the segment's {T_seg} latent frames are not a multiple of the AR ratio r={r}")
-    overlap = default_overlap(T_seg, r) if overlap is None else overlap
-    plan_segments(2 * T_seg, T_seg, overlap, r)
-    return overlap
+    return segment_overlap(vae.latent_size(video.num_frames, video.height, video.width)[0], cfg.ar_vq.compression[0], overlap)
 
 
 def pixel_frames_for(components: ArlonComponents, latent_frames: int) -> int:
@@ -145,8 +149,12 @@ def segment_seed(seed: int, index: int) -> int:
 @dataclass
 class LongVideoOutput(GenerationOutput):
     segments: tuple[tuple[int, int], ...] = ()  # (first new pixel frame, end) of each DiT segment
-    plan: SegmentPlan | None = None
+    layout: "LongVideoLayout | None" = None
     segments_computed: int = 0  # segments denoised in this call (the others came from the store)
+
+    @property
+    def plan(self) -> SegmentPlan | None:
+        return None if self.layout is None else self.layout.plan
 
 
 # ---------------------------------------------------------------------------------------------
@@ -258,9 +266,7 @@ class LongVideoPipeline:
             raise ConfigError(f"every part needs at least one frame, got {[frames for _, frames in parts]}")
         r = c.config.ar_vq.compression[0]
         _, T_seg, _, _ = latent_shape(c, video.num_frames, video.height, video.width)
-        if T_seg % r:
-            raise ConfigError(f"the segment's {T_seg} latent frames are not a multiple of the AR ratio r={r}")
-        overlap = default_overlap(T_seg, r) if overlap is None else overlap
+        overlap = segment_overlap(T_seg, r, overlap)
         part_codes = tuple(-(-c.vae.latent_size(frames, video.height, video.width)[0] // r) for _, frames in parts)
         plan = plan_segments(sum(part_codes) * r, T_seg, overlap, r)
         part_ends = tuple(sum(part_codes[: i + 1]) * r for i in range(len(parts)))
@@ -274,7 +280,10 @@ class LongVideoPipeline:
         if c.ar is None:
             raise ConfigError("these components have no AR model; build them with the AR side to draw AR codes")
         self._check_ar(c)
-        embeddings = [encode_prompts(c, [text]) for text, _ in layout.parts]
+        return self._ar_codes(layout, [encode_prompts(c, [text]) for text, _ in layout.parts], seed)
+
+    def _ar_codes(self, layout: LongVideoLayout, embeddings: list[PromptEmbedding], seed: int) -> torch.Tensor:
+        c = self.components
         r = c.config.ar_vq.compression[0]
         _, ar_gen = make_generators(seed, c.device)
         return self._codes_for_parts(embeddings, list(layout.part_codes), layout.plan.total_frames // r, ar_gen)
@@ -327,7 +336,7 @@ class LongVideoPipeline:
         if self.use_injection:
             codes = store.codes() if store is not None else None
             if codes is None:
-                codes = self.ar_codes(layout, seed)
+                codes = self._ar_codes(layout, embeddings, seed)
                 if store is not None:
                     store.save_codes(codes)
             codes = codes.to(c.device)
@@ -351,12 +360,12 @@ class LongVideoPipeline:
         # 4. Decode the stitched timeline and cut it to length
         wanted = layout.num_frames
         frames = decode_latents(c, latents, pixel_frames_covered(c, plan.total_frames))[:, :wanted]
-        segments = tuple(
+        pixel_bounds = [
             (pixel_frames_covered(c, plan.first_new(i)), min(wanted, pixel_frames_covered(c, start + T_seg)))
             for i, start in enumerate(plan.starts)
-            if pixel_frames_covered(c, plan.first_new(i)) < wanted
-        )
-        return LongVideoOutput(frames, latents, codes, video.fps, segments=segments, plan=plan, segments_computed=computed)
+        ]
+        segments = tuple((first, end) for first, end in pixel_bounds if first < wanted)
+        return LongVideoOutput(frames, latents, codes, video.fps, segments=segments, layout=layout, segments_computed=computed)
 
     def _segment(self, plan, index, latents, embeddings, part_ends, codes, seed, num_steps, cfg_scale, progress) -> torch.Tensor:
         """Denoise segment `index` on the timeline: (1, C, T_seg, H, W)."""

@@ -382,9 +382,8 @@ def generate_long_video(components: ArlonComponents, job: GenerationJob, unit: G
     frames = output.frames[0]  # (T, H, W, 3)
     reference_sha256 = None
     if job.with_reference:
-        layout = pipeline.layout(unit.parts, unit.overlap)
-        codes = output.codes if output.codes is not None else pipeline.ar_codes(layout, unit.seed)
-        reference = pipeline.reference_frames(layout, codes)[0]
+        codes = output.codes if output.codes is not None else pipeline.ar_codes(output.layout, unit.seed)
+        reference = pipeline.reference_frames(output.layout, codes)[0]
         reference_path = write_video(store.reference_path(unit.cell_id, unit.name), reference, fps=output.fps)
         reference_sha256 = file_sha256(reference_path)
     record = write_generated_video(store, unit, frames, output.fps)
