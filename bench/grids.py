@@ -164,6 +164,12 @@ class LongVideoSpec:
 
 
 LONG_FIELDS = tuple(f.name for f in dataclasses.fields(LongVideoSpec))
+LONG_PROMPT_KINDS = ("toyworld_long",)  # prompt sets whose prompts have parts, each with its length
+
+
+def makes_long_videos(long: LongVideoSpec | None, prompts: PromptSetConfig) -> bool:
+    """Whether a grid's videos are long videos: it has a `long:` block, or prompts with parts."""
+    return long is not None or prompts.kind in LONG_PROMPT_KINDS
 
 
 @dataclass(frozen=True)
@@ -195,7 +201,7 @@ class Grid:
     @property
     def is_long(self) -> bool:
         """Whether the grid's videos are long videos (its `long:` block, or prompts with parts)."""
-        return self.long is not None or self.prompts.kind == "toyworld_long"
+        return makes_long_videos(self.long, self.prompts)
 
     @property
     def varying_keys(self) -> tuple[str, ...]:
@@ -512,7 +518,7 @@ def _build(document: dict, reader: _Reader, base_dir: Path, overrides: tuple[str
         return None
     prompts, prompt_list = _prompt_config(document.get("prompts", {}), reader, base_dir, prompt_overrides)
     long = _long_block(document.get("long"), prompt_list, reader)
-    metrics = _metrics(document.get("metrics", []), prompts, reader, is_long=long is not None or prompts.kind == "toyworld_long")
+    metrics = _metrics(document.get("metrics", []), prompts, reader, is_long=makes_long_videos(long, prompts))
     _warn_missing_parts(document, prompts, reader)
 
     # 3. The base: preset + base entries + --set; training recipes and data the same way.
