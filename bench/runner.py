@@ -306,6 +306,7 @@ def train_stages(
     cache_dir: str | os.PathLike | None = None,
     progress: Progress | None = None,
     use_shipped: bool = True,
+    injector_cells: Sequence[Cell] = (),
 ) -> tuple[dict[str, bool], list[UnitFailure]]:
     """Train `stages` of one config (and the stages they need) into the cache, as the units of a
     grid are trained: each unit starts as soon as its needs are done, so an executor with several
@@ -313,16 +314,22 @@ def train_stages(
 
     `recipes` holds a TrainConfig for every stage trained (dependencies included; see
     `bench.cli.train.stage_recipes`); `use_shipped=False` trains the stages the package ships too.
-    Returns ({stage: True when it came from the cache}, failures).
+    `injector_cells` (grid cells) get their injectors trained in the same plan, sharing the stages
+    they have in common with `cfg`.
+    Returns ({stage, or "injector (<cell label>)" for a cell's own injector: True when it came from
+    the cache}, failures).
     """
     for stage in stages:
         check_trained_here(stage, cfg)
     cell = Cell(label=cfg.name, config=cfg.validate(), is_baseline=False, recipes=tuple(recipes.items()), data=data)
-    units, _ = plan_training([(cell, tuple(stages))])
-    for unit in units:
-        if unit.stage != LATENTS:
-            cell.recipe(unit.stage).validate(unit.stage)  # a missing step count fails here, not in a worker
-    units = [dataclasses.replace(unit, label=unit.stage) for unit in units]
+    plan = [(cell, tuple(stages)), *((other, ("injector",)) for other in injector_cells)]
+    units, needed_by_cell = plan_training(plan)
+    for planned, _ in plan:
+        for unit in units:
+            if unit.stage != LATENTS and unit.id in needed_by_cell[planned.id]:
+                planned.recipe(unit.stage).validate(unit.stage)  # a missing step count fails here, not in a worker
+    own = needed_by_cell[cell.id]
+    units = [dataclasses.replace(unit, label=unit.stage) if unit.id in own else unit for unit in units]
     owns_executor = isinstance(executor, str)
     if owns_executor:
         executor = make_executor(executor)
@@ -333,7 +340,7 @@ def train_stages(
     finally:
         if owns_executor:
             executor.close()
-    by_id = {unit.id: unit.stage for unit in units}
+    by_id = {unit.id: unit.label for unit in units}
     return {by_id[unit_id]: was_cached for unit_id, was_cached in cached.items()}, failures
 
 

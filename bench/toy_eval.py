@@ -22,7 +22,10 @@ triples never seen in training), each with its target:
    "dynamic motion present where the prompt asks for it", each one's `motion_presence` (objects
    asked to travel that do, in any direction; paired ARLON - baseline difference with its interval),
    `motion_stillness` (objects asked to stay that do) and motion accuracy (the exact motion label).
-   The AR videos get presence and stillness too: what the plan itself carries.
+   The AR videos get presence and stillness too: what the plan itself carries. ARLON is also run
+   from the clip's own AR codes (VAE, then VQ encoder) instead of sampled ones (`arlon_true_codes_*`):
+   what the injection makes of a perfect plan, so that a miss can be put on the AR model or on the
+   injected backbone.
 
 Per-prompt seeds: batch b is generated with seed `seed + b * batch_size`, so results depend on the
 batch size as well as the seed; both are recorded in the report.
@@ -345,20 +348,31 @@ def check_arlon(
     prompts: list[ToyPrompt],
     codes: torch.Tensor,
     ar_videos: np.ndarray,
+    clips: np.ndarray,
     cfg: ToyEvalConfig,
     report: ToyEvalReport,
     progress: EvalProgress | None = None,
 ) -> dict[str, np.ndarray]:
-    """ARLON and the baseline from the same codes and noise; layout agreement with the AR video."""
+    """ARLON and the baseline from the same codes and noise; layout agreement with the AR video.
+    ARLON from the clips' true AR codes too (same noise), judged on motion and prompt match."""
     arlon, baseline = ArlonPipeline(components), BaselinePipeline(components)
-    arlon_videos, baseline_videos = [], []
+    arlon_videos, baseline_videos, true_code_videos = [], [], []
     for part in _batches(len(prompts), cfg.batch_size):
         captions = [p.caption for p in prompts[part]]
         batch_codes = codes[part].to(components.device)
+        true_codes = components.ar_vq.encode(clip_latents(components, clips[part]).to(components.dtype))  # (B, t, h, w)
         arlon_videos.append(arlon(captions, seed=cfg.seed + part.start, codes=batch_codes).frames)
         baseline_videos.append(baseline(captions, seed=cfg.seed + part.start).frames)
+        true_code_videos.append(arlon(captions, seed=cfg.seed + part.start, codes=true_codes).frames)
         if progress is not None:
             progress("arlon", part.stop, len(prompts))
+    from_true_codes = np.concatenate(true_code_videos)
+    report.figures["arlon_true_codes_motion_accuracy"] = float(
+        np.mean([motion_accuracy(v, p.scene) for v, p in zip(from_true_codes, prompts, strict=True)])
+    )
+    verdicts = verdict_table(from_true_codes, prompts)
+    report.figures["arlon_true_codes_prompt_match"] = float(verdicts["all"].mean())
+    report.figures["arlon_true_codes_primary_match"] = float(verdicts["primary_all"].mean())
     videos = {"arlon": np.concatenate(arlon_videos), "baseline": np.concatenate(baseline_videos)}
     layout = {
         name: np.array([layout_iou(v, p.scene, reference_video=r) for v, p, r in zip(vids, prompts, ar_videos, strict=True)])
@@ -429,5 +443,5 @@ def evaluate_tiny_stack(
             check_ar(ar_videos, prompts, report)
             timed("ar_ladder", lambda: ar_ladder(components, clips, prompts, cfg, report, progress))
         if "arlon" in cfg.checks:
-            timed("arlon", lambda: check_arlon(components, prompts, codes, ar_videos, cfg, report, progress))
+            timed("arlon", lambda: check_arlon(components, prompts, codes, ar_videos, clips, cfg, report, progress))
     return report

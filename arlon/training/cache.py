@@ -86,7 +86,7 @@ from arlon.training.stages import (
 )
 from arlon.training.vae import train_vae
 from arlon.training.vq import train_latent_vq
-from arlon.weights import bundled_stage
+from arlon.weights import bundled_stage, variant_dir
 
 ENCODE_BATCH = 16
 # What every cached manifest holds and the code reads; one without them is damaged.
@@ -247,6 +247,15 @@ class TrainingSession:
         for stage in done:
             for suffix in (".safetensors", ".json"):
                 link_or_copy(stage.directory / f"{stage.stage}{suffix}", out / f"{stage.stage}{suffix}")
+        return out
+
+    def gather_variant(self, stage: str, root: str | os.PathLike) -> Path:
+        """Put this config's checkpoint of `stage` under `root/variants/` (`arlon.weights.variant_dir`):
+        how a directory of one config's components also holds the stage for another config."""
+        done = self.ensure(stage)
+        out = ensure_dir(variant_dir(Path(root), stage, done.key))
+        for suffix in (".safetensors", ".json"):
+            link_or_copy(done.directory / f"{stage}{suffix}", out / f"{stage}{suffix}")
         return out
 
     @property

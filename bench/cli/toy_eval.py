@@ -61,8 +61,10 @@ SHOWN = (
     ("arlon_motion_accuracy", "ARLON toy_motion_accuracy"),
     ("baseline_motion_accuracy", "baseline toy_motion_accuracy"),
     ("arlon_minus_baseline_motion_accuracy", "  ARLON minus baseline (paired)"),
+    ("arlon_true_codes_motion_accuracy", "  ARLON from the clips' true AR codes (the injection's ceiling)"),
     ("arlon_prompt_match", "ARLON videos match the prompt: every object's colour, shape, motion (share of prompts)"),
     ("arlon_primary_match", "  the primary object's"),
+    ("arlon_true_codes_prompt_match", "  ARLON from the clips' true AR codes"),
     ("baseline_prompt_match", "baseline videos match the prompt (share of prompts)"),
     ("baseline_primary_match", "  the primary object's"),
 )

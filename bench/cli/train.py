@@ -21,6 +21,7 @@ from bench.cli.sample import parse_device
 from bench.errors import BenchError
 from bench.executors import make_executor
 from bench.overrides import apply_overrides
+from bench.grids import Cell, load_grid
 from bench.runner import train_stages
 
 EXAMPLES = """Examples:
@@ -108,6 +109,8 @@ def train(
     data_cfg = apply_overrides(TrainingOptions(TrainConfig(), DataConfig(source=data)), [o for o in recipe_overrides if o.startswith("data.")]).data
     train_overrides = [o for o in recipe_overrides if o.startswith("train.")]
     asked = stages_for(cfg) if all_stages else list(stage)
+    as_shipped = all_stages and recipe == DEFAULT_RECIPE and not overrides and steps is None and data == "toyworld"
+    grid_cells = main_grid_injector_cells(preset) if as_shipped else []
     recipes = {name: default_train_config(name, cfg, recipe) for name in stages_for(cfg)}
     recipes.update(stage_recipes(cfg, asked, train_overrides, recipe))
     console = cli_console()
@@ -115,7 +118,9 @@ def train(
     runner = make_executor(executor, workers=workers, device=str(torch_device) if torch_device else None)
     try:
         with task_bars(console) as progress:
-            cached, failures = train_stages(cfg, asked, recipes, data_cfg, runner, progress=progress, use_shipped=shipped)
+            cached, failures = train_stages(
+                cfg, asked, recipes, data_cfg, runner, progress=progress, use_shipped=shipped, injector_cells=grid_cells
+            )
     finally:
         runner.close()
     if failures:
@@ -126,9 +131,31 @@ def train(
     session = TrainingSession(cfg, data=data_cfg, train=recipes, device=torch_device, use_shipped=shipped)
     for name in (s for s in stages_for(cfg) if s in cached):
         console.print(summary_line(session.ensure(name), trained_now=not cached[name]), soft_wrap=True)
+    variants = [
+        (cell, TrainingSession(cell.config, data=cell.data, train=dict(cell.recipes), device=torch_device, use_shipped=shipped))
+        for cell in grid_cells
+    ]
+    for cell, variant in variants:
+        label = f"injector ({cell.label})"
+        console.print(f"{cell.label}: " + summary_line(variant.ensure("injector"), trained_now=not cached[label]), soft_wrap=True)
     if all_stages:
         checkpoint_dir = session.checkpoint_dir(out)
+        for _, variant in variants:
+            variant.gather_variant("injector", checkpoint_dir)
         console.print(f"checkpoints: {checkpoint_dir}  (arlon-bench sample --checkpoint {checkpoint_dir} ...)", soft_wrap=True)
+
+
+# The grid of the README's main command per preset. `train --preset tiny --all` with the shipped
+# recipe trains its cells' injectors too; they ship in arlon/weights/tiny/variants/, so that the
+# command's cold run samples without training anything.
+MAIN_GRIDS = {"tiny": "layers"}
+
+
+def main_grid_injector_cells(preset: str) -> list[Cell]:
+    """The cells of the preset's main grid that load an injector (none for a preset without one)."""
+    if preset not in MAIN_GRIDS:
+        return []
+    return [cell for cell in load_grid(MAIN_GRIDS[preset]).cells if not cell.is_baseline]
 
 
 def stage_recipes(

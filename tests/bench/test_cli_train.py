@@ -139,3 +139,57 @@ def test_fresh_clips_stream_the_toy_world_and_leave_a_csv_a_pool(tmp_path):
     assert toy.streams(recipe) and not toy.streams(dataclasses.replace(recipe, fresh_clips=False))
     csv = TrainingSession(tiny(), data=DataConfig(source=str(tmp_path / "clips.csv")), cache_dir=tmp_path, device="cpu")
     assert not csv.streams(recipe)
+
+
+def test_grid_cells_injectors_train_in_the_same_plan_and_ship_as_variants(tmp_path, monkeypatch):
+    """`injector_cells` train beside the config's own stages, sharing its backbone; gathered under
+    `variants/`, the shipped-checkpoint lookup finds each by its cache key."""
+    import dataclasses
+
+    from arlon import weights
+    from arlon.presets import tiny
+    from arlon.training import DataConfig, TrainingSession, default_train_config, stages_for
+    from bench.grids import Cell
+    from bench.overrides import apply_overrides
+    from bench.runner import train_stages
+
+    cfg = apply_overrides(tiny(), ["video.num_frames=4", "video.height=16", "video.width=16"])
+    data = DataConfig(num_train_clips=8, num_heldout_clips=2)
+    recipes = {s: dataclasses.replace(default_train_config(s, cfg), steps=2, batch_size=4) for s in stages_for(cfg)}
+    other = apply_overrides(cfg, ["injection.layers=first:3"])
+    cell = Cell("layers=first:3", other, False, tuple(recipes.items()), data)
+    cached, failures = train_stages(cfg, ["injector"], recipes, data, cache_dir=tmp_path / "cache", injector_cells=[cell])
+    assert not failures
+    assert {"vae", "dit_vq", "backbone", "injector", "injector (layers=first:3)"} <= set(cached)
+    assert "injector (layers=first:3)" in cached and list(cached).count("backbone") == 1  # one backbone for both
+
+    monkeypatch.setenv("ARLON_CACHE_DIR", str(tmp_path / "cache"))
+    own = TrainingSession(cfg, data=data, train=recipes)
+    variant = TrainingSession(other, data=data, train=recipes)
+    shipped = own.checkpoint_dir(tmp_path / "shipped")
+    where = variant.gather_variant("injector", shipped)
+    key = variant.ensure("injector").key
+    assert where == shipped / "variants" / f"injector-{key}" and key != own.ensure("injector").key
+    monkeypatch.setitem(weights.BUNDLED_DIRS, "tiny", shipped)
+    assert weights.bundled_stage("tiny", "injector", key)[0] == where
+    assert weights.bundled_stage("tiny", "injector", own.ensure("injector").key)[0] == shipped
+    assert weights.bundled_stage("tiny", "injector", "0" * 16) is None
+
+
+def test_the_main_grids_injectors_ship_with_the_tiny_preset(tmp_path):
+    """The README's main command trains nothing cold: every injector of its grid is a shipped variant.
+
+    If this fails, the layers grid or the injector recipe changed: retrain with
+    `ARLON_CACHE_DIR=$(mktemp -d) arlon-bench train --preset tiny --all --out arlon/weights/tiny`.
+    """
+    from arlon.training import TrainingSession
+    from arlon.weights import bundled_checkpoint_dir
+    from bench.cli.train import main_grid_injector_cells
+
+    cells = main_grid_injector_cells("tiny")
+    assert [cell.label for cell in cells] == ["layers=first:3", "layers=first:8", "layers=first:14", "layers=last:14"]
+    assert main_grid_injector_cells("paper") == []
+    for cell in cells:
+        done = TrainingSession(cell.config, data=cell.data, train=dict(cell.recipes), cache_dir=tmp_path / "empty").ensure("injector")
+        assert done.cached and done.directory.parent == bundled_checkpoint_dir("tiny") / "variants", cell.label
+    assert not (tmp_path / "empty").exists()

@@ -59,6 +59,9 @@ def test_every_check_runs_and_an_untrained_arlon_gains_nothing(untrained, tmp_pa
     motion = report.intervals["arlon_minus_baseline_motion_accuracy"]
     assert motion.mean == motion.low == motion.high == 0.0
     assert not report.targets["arlon_minus_baseline_motion_accuracy_low"]["passed"]
+    # ... whatever the codes: from the clips' own codes too.
+    assert report.figures["arlon_true_codes_motion_accuracy"] == report.figures["baseline_motion_accuracy"]
+    assert report.figures["arlon_true_codes_prompt_match"] == report.figures["baseline_prompt_match"]
     assert not report.targets["vae_psnr_db"]["passed"]  # random weights reconstruct nothing
     presence = report.intervals["arlon_minus_baseline_motion_presence"]  # two of the prompts ask for travel
     assert presence.n == 2 and presence.mean == presence.low == presence.high == 0.0
