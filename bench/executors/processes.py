@@ -15,6 +15,8 @@ import concurrent.futures as futures
 import multiprocessing
 import os
 import queue as queue_module
+import threading
+import time
 from typing import Any, Callable, Iterator, Sequence
 
 import torch
@@ -25,6 +27,7 @@ from bench.executors.pool import TaskPoolExecutor
 from bench.executors.work import Progress, run_train_unit
 
 POLL_SECONDS = 0.2  # how often the calling process relays the workers' progress while it waits
+PARENT_POLL_SECONDS = 1.0  # how often a worker checks that the process that started it still runs
 
 _progress_queue = None  # in a worker: where its training progress goes
 
@@ -37,9 +40,19 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def _start_worker(progress_queue) -> None:
+def _start_worker(progress_queue, parent: int) -> None:
     global _progress_queue
     _progress_queue = progress_queue
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+
+
+def _exit_with_parent(parent: int) -> None:
+    """A killed caller (SIGKILL, or SIGTERM without cleanup) leaves its pool's workers behind, still
+    training on the cores; a worker whose parent is gone ends itself. What it trained is in its
+    resume states, so the next run continues from there."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL_SECONDS)
+    os._exit(1)
 
 
 def _relay_progress(task: str, done: int, total: int, loss: float | None = None) -> None:
@@ -72,7 +85,7 @@ class ProcessExecutor(TaskPoolExecutor):
 
     def _new_pool(self) -> futures.ProcessPoolExecutor:
         return futures.ProcessPoolExecutor(
-            max_workers=self.workers, mp_context=self._context, initializer=_start_worker, initargs=(self._queue,)
+            max_workers=self.workers, mp_context=self._context, initializer=_start_worker, initargs=(self._queue, os.getpid())
         )
 
     @classmethod

@@ -132,3 +132,42 @@ def test_a_unit_starts_as_soon_as_its_needs_are_done_and_a_failure_skips_its_dep
     assert pool.started == ["vae", LATENTS, "ar_vq", "dit_vq", "backbone", "ar"]
     assert [(f.unit, f.error) for f in failures] == [("dit_vq", "RuntimeError: boom"), ("injector", "skipped: dit_vq failed")]
     assert sorted(cached.values()) == [False] * 5
+
+
+def test_workers_end_when_the_caller_is_killed():
+    """A SIGKILLed `arlon-bench` must not leave its workers training on the cores."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    script = (
+        "import time\n"
+        "from bench.executors.processes import ProcessExecutor, _run_in_worker\n"
+        "executor = ProcessExecutor(workers=1)\n"
+        "executor._pool.submit(_run_in_worker, time.sleep, (120,), 1)\n"
+        "while not executor._pool._processes: time.sleep(0.05)\n"
+        "print(*executor._pool._processes, flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    caller = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    worker = int(caller.stdout.readline())
+    time.sleep(1.0)  # the worker is up (importing, or sleeping in its task)
+    caller.send_signal(signal.SIGKILL)
+    caller.wait()
+
+    def running(pid: int) -> bool:
+        status = Path(f"/proc/{pid}/status")
+        if not status.exists():
+            return False
+        return "State:\tZ" not in status.read_text()  # a zombie has ended, whoever reaps it
+
+    deadline = time.monotonic() + 30
+    while running(worker) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    alive = running(worker)
+    if alive:
+        os.kill(worker, signal.SIGKILL)
+    assert not alive
