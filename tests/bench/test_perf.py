@@ -26,6 +26,7 @@ def test_tiny_preset_measures_every_component_on_cpu():
         assert arlon[field] < baseline[field]
 
 
+@pytest.mark.slow
 def test_count_only_matches_a_real_run_in_flops():
     counted = {r.component: r for r in measure_components(tiny(), torch.device("meta")).rows}
     measured = {r.component: r for r in measure_components(tiny(), torch.device("cpu"), repeats=1).rows}

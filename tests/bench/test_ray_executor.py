@@ -16,6 +16,7 @@ from bench.store import RunStore  # noqa: E402
 from mini_run import checkpoint_hashes, run_on_one_thread, video_hashes, write_mini_grid  # noqa: E402
 
 
+@pytest.mark.slow
 def test_ray_with_two_workers_trains_and_generates_what_the_local_executor_does(tmp_path):
     grid = load_grid(write_mini_grid(tmp_path))
     local = run_on_one_thread(grid, tmp_path / "local", tmp_path / "local-cache")
