@@ -7,6 +7,7 @@ from arlon.presets import tiny
 from bench.perf import measure_components
 
 
+@pytest.mark.slow
 def test_tiny_preset_measures_every_component_on_cpu():
     report = measure_components(tiny(), torch.device("cpu"), repeats=1)
     rows = {row.component: row for row in report.rows}

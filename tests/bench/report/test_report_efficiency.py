@@ -54,6 +54,7 @@ def test_perf_md_writes_the_table(tmp_path, capsys, monkeypatch):
     assert "| parameters: DiT | 1.21B | 93.1M trainable + 1.21B frozen | 1.2B | 92M trainable + 1.2B frozen |" in (tmp_path / "t4.md").read_text()
 
 
+@pytest.mark.slow
 def test_perf_prints_per_forward_and_cfg_batch_gflops_and_says_which_compares_with_table4(tmp_path, capsys, monkeypatch):
     out, md = tmp_path / "perf.json", tmp_path / "t4.md"
     monkeypatch.setenv("COLUMNS", "250")  # the whole table on one line per row
