@@ -182,6 +182,7 @@ def test_a_killed_run_resumes_without_redoing_or_corrupting_anything(tmp_path, m
     assert [(s.videos_done, s.scores_done) for s in run_status(store, grid)] == [(12, 36)] * 2
 
 
+@pytest.mark.slow
 def test_a_second_run_on_the_same_store_is_refused_and_the_first_finishes_intact(tmp_path, mini_cache, capsys, monkeypatch):
     grid_path = write_mini_grid(tmp_path, layers="[first:1]", prompts=8, samples=1)
     run = tmp_path / "run"

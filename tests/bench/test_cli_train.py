@@ -60,6 +60,7 @@ def test_recipe_overrides_change_only_the_stages_asked_for():
     assert recipes["backbone"].batch_size == default_train_config("backbone", cfg).batch_size
 
 
+@pytest.mark.slow
 def test_train_all_with_two_worker_processes_then_everything_is_cached(tmp_path):
     env = {"ARLON_CACHE_DIR": str(tmp_path / "cache"), "COLUMNS": "200"}
     args = ["train", "--all", "--steps", "2", *SMALL, "--executor", "processes", "--workers", "2", "--out", str(tmp_path / "ckpt")]

@@ -20,6 +20,7 @@ from bench.store import RunStore
 from mini_run import checkpoint_hashes, run_on_one_thread, video_hashes, write_mini_grid
 
 
+@pytest.mark.slow
 def test_two_worker_processes_train_and_generate_what_the_local_executor_does(tmp_path, monkeypatch):
     grid = load_grid(write_mini_grid(tmp_path))
     local = run_on_one_thread(grid, tmp_path / "local", tmp_path / "local-cache")
