@@ -154,6 +154,12 @@ def clip_latents(components: ArlonComponents, frames: np.ndarray) -> torch.Tenso
 
 
 @torch.no_grad()
+def true_ar_codes(components: ArlonComponents, frames: np.ndarray) -> torch.Tensor:
+    """The clips' own AR codes (B, t, h, w): VAE encoder, then the AR-ratio VQ encoder."""
+    return components.ar_vq.encode(clip_latents(components, frames).to(components.dtype))
+
+
+@torch.no_grad()
 def vae_round_trip(components: ArlonComponents, frames: np.ndarray, vq: str | None = None) -> np.ndarray:
     """uint8 (B, T, H, W, 3) -> video VAE encode [-> latent VQ-VAE `vq` encode/decode] -> decode -> uint8."""
     latent = clip_latents(components, frames)  # (B, C, T', H', W')
@@ -296,7 +302,7 @@ def ar_ladder(
         return decode_latents(components, components.ar_vq.decode(codes), video.num_frames)
 
     for part in _batches(len(prompts), cfg.batch_size):
-        true_codes = components.ar_vq.encode(clip_latents(components, clips[part]).to(components.dtype))  # (B, t, h, w)
+        true_codes = true_ar_codes(components, clips[part])  # (B, t, h, w)
         prompt = encode_prompts(components, [p.caption for p in prompts[part]])
         rungs.setdefault("teacher_forced", []).append(decoded(teacher_forced_codes(components, prompt, true_codes)))
         grid = tuple(true_codes.shape[1:])
@@ -360,7 +366,7 @@ def check_arlon(
     for part in _batches(len(prompts), cfg.batch_size):
         captions = [p.caption for p in prompts[part]]
         batch_codes = codes[part].to(components.device)
-        true_codes = components.ar_vq.encode(clip_latents(components, clips[part]).to(components.dtype))  # (B, t, h, w)
+        true_codes = true_ar_codes(components, clips[part])  # (B, t, h, w)
         arlon_videos.append(arlon(captions, seed=cfg.seed + part.start, codes=batch_codes).frames)
         baseline_videos.append(baseline(captions, seed=cfg.seed + part.start).frames)
         true_code_videos.append(arlon(captions, seed=cfg.seed + part.start, codes=true_codes).frames)
