@@ -150,7 +150,9 @@ def load_result_set(source: str | Path) -> ResultSet:
     missing = [column for column in KEY_COLUMNS if column not in scores.columns]
     if missing:
         raise IncomparableError(f"{where}: the scores lack column(s) {', '.join(missing)} (expected {', '.join(KEY_COLUMNS)})")
-    columns = list(KEY_COLUMNS) + (["weight"] if "weight" in scores.columns else [])  # VBench's weighted rules
+    if "backend" not in scores.columns:  # a scores CSV from before score records named their backend
+        scores = scores.assign(backend=[METRICS.get(m).backend if m in METRICS.keys() else None for m in scores["metric"]])
+    columns = list(KEY_COLUMNS) + (["weight"] if "weight" in scores.columns else []) + ["backend"]  # weight: VBench's weighted rules
     scores = _typed_scores(scores[columns].dropna(subset=["value"]), where)
     if scores.empty:
         raise IncomparableError(f"{where}: no scores to compare (score the run first: `arlon-bench score RUN`)")
@@ -265,8 +267,16 @@ def _listed(items: list[str]) -> str:
     return shown + (f" ... and {len(items) - SHOWN_IDS} more" if len(items) > SHOWN_IDS else "")
 
 
-def check_comparable(current: ResultSet, baseline: ResultSet) -> None:
-    """Raise IncomparableError naming exactly what differs: cells, metrics, prompts or samples."""
+def _backends(scores: pd.DataFrame, metric: str) -> set[str] | None:
+    """The backends that computed `metric`'s scores (None when the set does not say)."""
+    if "backend" not in scores.columns:
+        return None
+    return set(scores.loc[scores["metric"] == metric, "backend"].dropna())
+
+
+def check_comparable(current: ResultSet, baseline: ResultSet, mixed_backends: bool = False) -> None:
+    """Raise IncomparableError naming exactly what differs: cells, metrics, prompts or samples, or the
+    backend that computed a metric (official VBench vs native), unless `mixed_backends`."""
     cells = (set(current.scores["cell"]), set(baseline.scores["cell"]))
     if cells[0] != cells[1]:
         raise IncomparableError(
@@ -287,6 +297,13 @@ def check_comparable(current: ResultSet, baseline: ResultSet) -> None:
                 f"({_listed(sorted(prompts[0] - prompts[1]))})"
             )
         for metric in sorted(set(theirs["metric"])):
+            made_by = [_backends(frame, metric) for frame in (mine, theirs)]
+            if None not in made_by and made_by[0] != made_by[1] and not mixed_backends:
+                raise IncomparableError(
+                    f"cell {cell!r}, {metric}: scored by the {_listed(sorted(made_by[0]))} backend here and by the "
+                    f"{_listed(sorted(made_by[1]))} backend in the baseline; rescore one of them with the other's "
+                    f"--backend, or pass --mixed-backends to compare them anyway"
+                )
             keys = [set(zip(frame.loc[frame["metric"] == metric, "prompt_id"], frame.loc[frame["metric"] == metric, "sample"]))
                     for frame in (mine, theirs)]
             if keys[0] != keys[1]:
@@ -300,10 +317,12 @@ def compare_results(
     current: ResultSet,
     baseline: ResultSet,
     tolerances: dict[str | None, Tolerance] | None = None,
+    mixed_backends: bool = False,
 ) -> Comparison:
-    """Every (cell, metric) of the baseline, current vs baseline, judged by its tolerance."""
+    """Every (cell, metric) of the baseline, current vs baseline, judged by its tolerance; `mixed_backends`:
+    compare a metric even where the two sets had it computed by different backends."""
     tolerances = tolerances or {}
-    check_comparable(current, baseline)
+    check_comparable(current, baseline, mixed_backends)
     metrics = list(dict.fromkeys(baseline.scores["metric"]))
     unknown = [m for m in tolerances if m is not None and m not in metrics]
     if unknown:

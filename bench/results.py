@@ -36,7 +36,7 @@ from bench.prompts import BenchPrompt
 from bench.stats import cluster_bootstrap_mean
 from bench.store import NOT_GENERATED, RunStore
 
-SCORE_COLUMNS = ("cell", "cell_id", "video", "prompt_id", "sample", "metric", "value", "weight")
+SCORE_COLUMNS = ("cell", "cell_id", "video", "prompt_id", "sample", "metric", "value", "weight", "backend")
 
 
 def cell_videos(grid: Grid, store: RunStore, cell, prompts: list[BenchPrompt]) -> Iterator[tuple[BenchPrompt, int, str, dict | None, str | None]]:
@@ -67,7 +67,9 @@ def _current(grid: Grid, stored: dict, video: str, record: dict, prompt: BenchPr
     scores = {}
     for metric in grid.metrics:
         score = stored.get((video, metric))
-        if score is not None and score.get("key") == score_key(record, metric, prompt.id):
+        spec = METRICS.get(metric)
+        backend = score.get("backend", spec.backend) if score is not None else None
+        if backend in spec.backends and score.get("key") == score_key(record, metric, prompt.id, backend):
             scores[metric] = score
     return scores
 
@@ -168,7 +170,8 @@ def run_coverage(grid: Grid, store: RunStore, prompts: list[BenchPrompt]) -> Cov
 def collect_scores(grid: Grid, store: RunStore, prompts: list[BenchPrompt]) -> pd.DataFrame:
     """Every current per-video score of the grid's cells over `prompts` (long format, SCORE_COLUMNS)."""
     rows = [
-        (cell.label, cell.id, video, prompt.id, k, metric, score["value"], score.get("weight"))
+        (cell.label, cell.id, video, prompt.id, k, metric, score["value"], score.get("weight"),
+         score.get("backend", METRICS.get(metric).backend))
         for cell in grid.cells
         for prompt, k, video, scores in current_scores(grid, store, cell, prompts)
         for metric, score in scores.items()

@@ -208,12 +208,21 @@ def _unit_id(cell: Cell, stage: str, upstream: dict[str, str]) -> str:
 
 
 def plan_scores(
-    grid: Grid, prompts: list[BenchPrompt], store: RunStore, force: bool = False, metrics: tuple[str, ...] | None = None
+    grid: Grid,
+    prompts: list[BenchPrompt],
+    store: RunStore,
+    force: bool = False,
+    metrics: tuple[str, ...] | None = None,
+    backend: str | None = None,
 ) -> tuple[list[ScoringJob], int, list[tuple[Cell, str, str]]]:
     """(one scoring job per cell and metric backend with pending scores, scores already current,
     (cell, video, why) of the videos that cannot be scored); `metrics`: only these of the grid's
-    metrics (default: all)."""
+    metrics (default: all); `backend`: compute them with this backend where it can (`score --backend
+    native`), else each metric keeps the backend the run's scores of it were made with (see
+    `scoring_backends`)."""
     by_id = {prompt.id: prompt for prompt in prompts}
+    chosen_metrics = grid.metrics if metrics is None else metrics
+    backends = scoring_backends(store, grid, chosen_metrics, backend)
     jobs, current, unavailable = [], 0, []
     for cell in grid.cells:
         stored = {(r["video"], r["metric"]): r.get("key") for r in store.read_scores(cell.id)}
@@ -225,17 +234,38 @@ def plan_scores(
                 if record is None:
                     unavailable.append((cell, video, problem))
                     continue
-                for metric in grid.metrics if metrics is None else metrics:
-                    key = score_key(record, metric, prompt.id)
+                for metric in chosen_metrics:
+                    key = score_key(record, metric, prompt.id, backends[metric])
                     if not force and stored.get((video, metric)) == key:
                         current += 1
                     else:
-                        units.append(ScoreUnit(cell.id, video, prompt.id, k, metric, key))
-        for backend in dict.fromkeys(METRICS.get(unit.metric).backend for unit in units):
-            mine = tuple(unit for unit in units if METRICS.get(unit.metric).backend == backend)
+                        units.append(ScoreUnit(cell.id, video, prompt.id, k, metric, key, backends[metric]))
+        for job_backend in dict.fromkeys(unit.backend for unit in units):
+            mine = tuple(unit for unit in units if unit.backend == job_backend)
             used = dict.fromkeys(unit.prompt_id for unit in mine)
-            jobs.append(ScoringJob(cell.id, backend, mine, tuple(by_id[p] for p in used)))
+            jobs.append(ScoringJob(cell.id, job_backend, mine, tuple(by_id[p] for p in used)))
     return jobs, current, unavailable
+
+
+def scoring_backends(store: RunStore, grid: Grid, metrics: Sequence[str], backend: str | None = None) -> dict[str, str]:
+    """{metric: the backend that scores it}: `backend` for the metrics it computes; else the backend every
+    stored score of the metric in this run was made with (a run scored with `--backend native` stays native
+    when it is resumed or extended); else the metric's own."""
+    made_with: dict[str, set[str]] = {}
+    for cell in grid.cells:
+        for record in store.read_scores(cell.id):
+            made_with.setdefault(record["metric"], set()).add(record.get("backend"))
+    chosen = {}
+    for metric in metrics:
+        spec = METRICS.get(metric)
+        previous = made_with.get(metric, set())
+        if backend is not None and backend in spec.backends:
+            chosen[metric] = backend
+        elif len(previous) == 1 and next(iter(previous)) in spec.backends:
+            chosen[metric] = next(iter(previous))
+        else:
+            chosen[metric] = spec.backend
+    return chosen
 
 
 # ---------------------------------------------------------------------------------------------
@@ -254,6 +284,7 @@ def run_grid(
     phases: tuple[str, ...] = PHASES,
     cache_dir: str | os.PathLike | None = None,
     score_metrics: tuple[str, ...] | None = None,
+    score_backend: str | None = None,
     overwrite: bool = False,
 ) -> RunSummary:
     """Train, generate, score and tabulate `grid` into `store` (see the module docstring).
@@ -261,7 +292,8 @@ def run_grid(
     `executor`: an Executor or a key of EXECUTORS; `limit`: the first N prompts only; `phases`: a
     subset of PHASES ("generate" trains what it needs); `cache_dir`: the training cache (default
     $ARLON_CACHE_DIR, else ~/.cache/arlon-bench); `score_metrics`: score these metrics (added to the
-    grid's when some video gets a value; `arlon-bench score --metrics/--backend`); `overwrite`:
+    grid's when some video gets a value; `arlon-bench score --metrics/--backend`); `score_backend`:
+    compute them with this backend where it can (`plan_scores`); `overwrite`:
     delete the run the folder holds first, whatever it is. Unit failures are collected in the summary.
     """
     unknown = [phase for phase in phases if phase not in PHASES]
@@ -289,7 +321,8 @@ def run_grid(
         try:
             context = WorkContext(str(store.root.resolve()), str(cache_root(cache_dir).resolve()), executor.device)
             summary = RunSummary(store.root, grid.name, len(grid.cells), {phase: PhaseCounts() for phase in PHASES})
-            run = _Run(grid, store, executor, prompts, force, progress, context, summary, score_metrics, added, new_metrics)
+            run = _Run(grid, store, executor, prompts, force, progress, context, summary, score_metrics, added, new_metrics,
+                       score_backend)
             return _run_locked(run, limit, phases)
         finally:
             if owns_executor:
@@ -365,6 +398,7 @@ class _Run:
     score_metrics: tuple[str, ...] | None = None
     added_metrics: tuple[str, ...] = ()  # metrics an earlier `score` added to the run
     new_metrics: tuple[str, ...] = ()  # metrics this `score` adds, if some video gets a value
+    score_backend: str | None = None  # `score --backend`: the backend that computes the metrics it can
 
 
 def _run_locked(run: _Run, limit: int | None, phases: tuple[str, ...]) -> RunSummary:
@@ -479,7 +513,7 @@ def _score(run: _Run, unavailable_fail: bool) -> None:
     (when this invocation generated nothing: otherwise its generation failure already says so)."""
     clock = time.perf_counter()
     metrics = run.score_metrics
-    jobs, current, unavailable = plan_scores(run.grid, run.prompts, run.store, run.force, metrics)
+    jobs, current, unavailable = plan_scores(run.grid, run.prompts, run.store, run.force, metrics, run.score_backend)
     stored = 0
 
     def commit(cell_id: str, records: list[dict]) -> None:

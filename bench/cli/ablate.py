@@ -71,11 +71,15 @@ SCORE_EXAMPLES = """Examples:
 
   arlon-bench score layers --backend vbench                       # the six VBench dims of the paper's ablations
 
+  arlon-bench score layers --backend native                       # the same dims computed natively (faster)
+
   arlon-bench score layers --metrics subject_consistency,temporal_flickering_formula
 
 Scores already in the per-video score cache (ARLON_SCORE_CACHE, default ~/.cache/arlon-bench/scores)
 are reused, --force included (ARLON_SCORE_CACHE=off recomputes everything); --backend vbench needs
-`arlon-bench vbench setup` and the weights `arlon-bench vbench doctor` lists. A metric of --metrics
+`arlon-bench vbench setup` and the weights `arlon-bench vbench doctor` lists; --backend native reads the
+same weights in this environment (`pip install -e ".[vbench]"`) and computes the dimensions it has a
+scorer for with VBench's algorithm; a run keeps the backend its scores were made with. A metric of --metrics
 joins the run's tables once a video gets a value for it. Videos of the run that are not generated or
 cannot be read are listed as failures (exit code 1).
 """
@@ -102,6 +106,7 @@ def _run(
     limit: int | None,
     score_metrics: tuple[str, ...] | None = None,
     overwrite: bool = False,
+    score_backend: str | None = None,
 ) -> None:
     console = cli_console()
     # Another run in the folder is refused before anything is shown, started or written (run_grid
@@ -122,7 +127,7 @@ def _run(
         with task_bars(console) as progress:
             summary = run_grid(
                 grid, store, runner, force=force, limit=limit, progress=progress, phases=phases,
-                score_metrics=score_metrics, overwrite=overwrite,
+                score_metrics=score_metrics, score_backend=score_backend, overwrite=overwrite,
             )
     finally:
         runner.close()
@@ -202,7 +207,8 @@ def score(
     ] = None,
     backend: Annotated[
         Optional[str],
-        typer.Option("--backend", help="Only metrics of this backend: vbench, toyworld, formula (vbench alone: Table 3's six dims)."),
+        typer.Option("--backend", help="Only metrics this backend computes, computed by it: vbench, native, toyworld, formula "
+                     "(vbench or native alone: Table 3's six dims)."),
     ] = None,
     executor: ExecutorOpt = "auto",
     address: AddressOpt = None,
@@ -212,11 +218,11 @@ def score(
     """Score the videos of a run (those without a current score; all with --force) and write the table."""
     store, grid, limit = open_run(run)
     chosen = scoring_metrics(grid, metrics, backend)
-    _run(grid, store, ("score",), executor, address, workers, None, force, limit, chosen)
+    _run(grid, store, ("score",), executor, address, workers, None, force, limit, chosen, score_backend=backend)
 
 
 def scoring_metrics(grid: Grid, metrics: str | None, backend: str | None) -> tuple[str, ...] | None:
-    """The metrics `score` computes: --metrics, else the grid's, kept to --backend's (None: the grid's)."""
+    """The metrics `score` computes: --metrics, else the grid's, kept to those --backend computes (None: the grid's)."""
     if metrics is None and backend is None:
         return None
     names = tuple(m.strip() for m in metrics.split(",") if m.strip()) if metrics else grid.metrics
@@ -225,12 +231,14 @@ def scoring_metrics(grid: Grid, metrics: str | None, backend: str | None) -> tup
     if backend is not None:
         SCORING_BACKENDS.get(backend)
         if metrics is None:
-            names = tuple(m for m in names if METRICS.get(m).backend == backend)
-            if not names and backend == "vbench":
+            names = tuple(m for m in names if backend in METRICS.get(m).backends)
+            if not names and backend in ("vbench", "native"):
                 names = ABLATION_DIMENSIONS
-        wrong = [m for m in names if METRICS.get(m).backend != backend]
+        wrong = [m for m in names if backend not in METRICS.get(m).backends]
         if wrong:
-            raise BenchError(f"{', '.join(wrong)} not computed by the {backend} backend (--backend keeps only its own metrics)")
+            official_only = backend == "native" and all(METRICS.get(m).backend == "vbench" for m in wrong)
+            hint = "; score them with --backend vbench (the native backend has no scorer for them)" if official_only else ""
+            raise BenchError(f"{', '.join(wrong)} not computed by the {backend} backend{hint}")
     if not names:
         raise BenchError(f"no metric to score: the grid lists none of backend {backend!r}; name them with --metrics")
     return names

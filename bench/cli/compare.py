@@ -36,6 +36,11 @@ ToleranceOpt = Annotated[
 ]
 MarkdownOpt = Annotated[Optional[Path], typer.Option("--md", help="Write the Markdown diff table to this file instead of stdout.")]
 UpdateOpt = Annotated[bool, typer.Option("--update-baseline", help="Replace BASELINE with CURRENT (a run folder) instead of comparing.")]
+MixedOpt = Annotated[
+    bool,
+    typer.Option("--mixed-backends", help="Compare a metric even where the two sets had it computed by different backends "
+                 "(official VBench vs native)."),
+]
 
 
 def compare(
@@ -44,6 +49,7 @@ def compare(
     tolerance: ToleranceOpt = None,
     md: MarkdownOpt = None,
     update_baseline_: UpdateOpt = False,
+    mixed_backends: MixedOpt = False,
 ) -> None:
     """Compare a run with a baseline metric by metric, as a Markdown diff table; exit 1 on a regression."""
     console = cli_console()
@@ -55,7 +61,8 @@ def compare(
         for path in files.values():
             console.print(f"wrote {path}", soft_wrap=True)
         return
-    comparison = compare_results(load_result_set(current), load_result_set(baseline), parse_tolerances(tolerance))
+    comparison = compare_results(load_result_set(current), load_result_set(baseline), parse_tolerances(tolerance),
+                                 mixed_backends=mixed_backends)
     table = comparison.to_markdown()
     if md is not None:
         atomic_write_bytes(md, table.encode())

@@ -30,6 +30,10 @@ EXAMPLES = """Examples:
   arlon-bench perf --preset paper --count-only     # parameters and FLOPs on any machine
 
   arlon-bench perf --preset tiny --md table4.md    # the Table 4 layout beside the paper's figures
+
+  arlon-bench perf --scoring --md bench/perf/scoring-cpu.md   # official VBench vs native scoring, same videos
+
+  arlon-bench perf --scoring --videos runs/layers/cells/<cell>/videos --metrics subject_consistency
 """
 
 
@@ -47,13 +51,29 @@ def perf(
     md: Annotated[
         Optional[str], typer.Option("--md", help="Write the Table 4 layout (measured beside the paper's figures) as Markdown.")
     ] = None,
+    scoring: Annotated[
+        bool, typer.Option("--scoring", help="Instead: time VBench scoring, official backend vs native, on the same videos.")
+    ] = False,
+    videos: Annotated[
+        Optional[str], typer.Option("--videos", help="With --scoring: a folder of .mp4s (default: synthetic ones).")
+    ] = None,
+    metrics: Annotated[
+        Optional[str], typer.Option("--metrics", help="With --scoring: comma-separated dimensions (default: every native one).")
+    ] = None,
+    num_videos: Annotated[int, typer.Option("--num-videos", help="With --scoring: synthetic videos.")] = 3,
+    frames: Annotated[int, typer.Option("--frames", help="With --scoring: frames per synthetic video.")] = 16,
+    size: Annotated[int, typer.Option("--size", help="With --scoring: side of the synthetic videos, in pixels.")] = 128,
 ) -> None:
-    """Measure each component's parameters, FLOPs, latency and peak memory with random weights."""
-    if dtype not in DTYPES:
-        raise BenchError(f"--dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
+    """Measure each component's parameters, FLOPs, latency and peak memory with random weights
+    (--scoring: VBench scoring speed, official vs native)."""
     for option, path in (("--out", out), ("--md", md)):
         if path:
             output_file(path, option)  # refused before the measurement, not after it
+    if scoring:
+        _scoring(videos, metrics, num_videos, frames, size, device, out, md)
+        return
+    if dtype not in DTYPES:
+        raise BenchError(f"--dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
     cfg = apply_overrides(get_preset(preset), overrides or []).validate()
     run_device = parse_device(device) or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     console = cli_console()
@@ -91,3 +111,38 @@ def perf(
 
 def _fmt(value: float | None, pattern: str) -> str:
     return "-" if value is None else pattern.format(value)
+
+
+def _scoring(videos: str | None, metrics: str | None, num_videos: int, frames: int, size: int, device: str | None,
+             out: str | None, md: str | None) -> None:
+    import tempfile
+
+    from bench.scoring_perf import benchmark_scoring, folder_videos, synthetic_videos
+
+    console = cli_console()
+    dimensions = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
+    with tempfile.TemporaryDirectory(prefix="arlon-scoring-perf-") as tmp:
+        if videos:
+            items, description = folder_videos(videos), f"the videos of {videos}"
+        else:
+            items = synthetic_videos(tmp, num_videos, frames, size)
+            description = f"{num_videos} synthetic videos of {frames} frames at {size}x{size}"
+        console.print(f"scoring {description} with the official backend, then the native one", soft_wrap=True)
+        report = benchmark_scoring(items, dimensions, device=str(parse_device(device)) if device else None,
+                                   description=f"{len(items)} videos ({description})")
+    table = Table(title=f"VBench scoring, {report.videos}, on {report.device}")
+    for column in ("dimension", "official s", "native s", "speed-up", "max |diff|"):
+        table.add_column(column, justify="left" if column == "dimension" else "right")
+    for row in report.rows():
+        table.add_row(row["dimension"], _fmt(row["official_s"], "{:.1f}"), _fmt(row["native_s"], "{:.1f}"),
+                      _fmt(row["speedup"], "{:.2f}x"), _fmt(row["max_abs_diff"], "{:.1e}"))
+    console.print(table)
+    for name, run in (("official", report.official), ("native", report.native)):
+        for failure in run.failures:
+            console.print(note_text(f"{name}: {failure}"), soft_wrap=True)
+    if out:
+        atomic_write_json(Path(out), report.to_dict())
+        console.print(f"wrote {out}", soft_wrap=True)
+    if md:
+        atomic_write_bytes(Path(md), report.to_markdown().encode())
+        console.print(f"wrote {md}", soft_wrap=True)

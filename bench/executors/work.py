@@ -55,7 +55,7 @@ from bench.errors import BenchError
 from bench.metrics import METRICS
 from bench.metrics.backends import MetricFailure, VideoToScore, make_backend
 from bench.metrics.cache import ScoreCache, score_cache_key
-from bench.metrics.registry import MetricValue
+from bench.metrics.registry import MetricSpec, MetricValue
 from bench.prompts import BenchPrompt
 from bench.store import RunStore, file_sha256
 
@@ -142,6 +142,7 @@ class ScoreUnit:
     sample: int
     metric: str
     key: str  # score_key(...): equal keys give equal scores
+    backend: str  # the scoring backend that computes it (the metric's own, or one of its other_backends)
 
 
 @dataclass(frozen=True)
@@ -171,8 +172,9 @@ def failure(phase: str, unit: str, err: BaseException) -> UnitFailure:
     return UnitFailure(phase, unit, f"{type(err).__name__}: {message}", traceback.format_exc())
 
 
-def score_key(video_record: dict, metric: str, prompt_id: str) -> str:
-    """What a score depends on: the video's bytes, the metric's definition, the reference, the prompt."""
+def score_key(video_record: dict, metric: str, prompt_id: str, backend: str | None = None) -> str:
+    """What a score depends on: the video's bytes, the metric's definition and the backend computing it
+    (default: the metric's own), the reference, the prompt."""
     spec = METRICS.get(metric)
     reference = video_record.get("reference_sha256") if "reference_video" in spec.inputs else None
     return hash_json(
@@ -180,11 +182,20 @@ def score_key(video_record: dict, metric: str, prompt_id: str) -> str:
             "video": video_record["sha256"],
             "reference": reference,
             "metric": spec.name,
-            "backend": spec.backend,
+            "backend": check_backend(spec, backend),
             "version": spec.version,
             "prompt": prompt_id,
         }
     )
+
+
+def check_backend(spec: MetricSpec, backend: str | None) -> str:
+    """`backend`, or the metric's own when None; an error when that backend does not compute the metric."""
+    if backend is None:
+        return spec.backend
+    if backend not in spec.backends:
+        raise BenchError(f"{spec.name} is not computed by the {backend} backend (it is by: {', '.join(spec.backends)})")
+    return backend
 
 
 # ---------------------------------------------------------------------------------------------
@@ -436,7 +447,7 @@ def score_record(unit: ScoreUnit, value: MetricValue | float | None, cached: boo
         "prompt_id": unit.prompt_id,
         "sample": unit.sample,
         "metric": unit.metric,
-        "backend": spec.backend,
+        "backend": unit.backend,
         "version": spec.version,
         "value": result.value,
         "key": unit.key,
@@ -456,7 +467,7 @@ def _cache_keys(
     """{metric: score-cache key} of one video's units; `models`: {metric: the backend's weights fingerprint}."""
     return {
         unit.metric: score_cache_key(
-            METRICS.get(unit.metric), video_record["sha256"], prompt_id=prompt.id, prompt_text=prompt.text,
+            METRICS.get(unit.metric), video_record["sha256"], backend=unit.backend, prompt_id=prompt.id, prompt_text=prompt.text,
             auxiliary=prompt.auxiliary or None, reference_sha256=video_record.get("reference_sha256"),
             models=models[unit.metric],
         )

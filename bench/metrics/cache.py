@@ -49,6 +49,7 @@ def score_cache_key(
     spec: MetricSpec,
     video_sha256: str,
     *,
+    backend: str | None = None,
     prompt_id: str | None = None,
     prompt_text: str | None = None,
     auxiliary: dict | None = None,
@@ -56,13 +57,14 @@ def score_cache_key(
     models: str | None = None,
 ) -> str:
     """What a per-video score depends on, hashed; the prompt only for metrics that read it;
-    `models`: the backend's fingerprint of the weights it would use (`ScoringBackend.fingerprint`)."""
+    `backend`: the one computing it (default: the metric's own); `models`: the backend's fingerprint of the
+    weights it would use (`ScoringBackend.fingerprint`)."""
     reads_prompt = any(name in spec.inputs for name in PROMPT_INPUTS)
     return hash_json(
         {
             "video": video_sha256,
             "metric": spec.name,
-            "backend": spec.backend,
+            "backend": backend or spec.backend,
             "version": spec.version,
             "prompt": [prompt_id, prompt_text] if reads_prompt else None,
             "auxiliary": auxiliary if "auxiliary" in spec.inputs else None,

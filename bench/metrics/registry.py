@@ -110,6 +110,13 @@ class MetricSpec:
     aggregation: str
     higher_is_better: bool
     fn: Callable[..., float | MetricValue | None] | None = None
+    # Other backends that compute the same values by the same algorithm (parity-tested), e.g. "native" for
+    # a VBench dimension; a score record names the backend that made it.
+    other_backends: tuple[str, ...] = ()
+
+    @property
+    def backends(self) -> tuple[str, ...]:
+        return (self.backend, *self.other_backends)
 
     def __post_init__(self):
         unknown = [name for name in self.inputs if name not in METRIC_INPUTS]
@@ -142,8 +149,8 @@ def register_metric(
 
 
 def metrics_of_backend(backend: str) -> list[str]:
-    """Names of the registered metrics that `backend` computes, in registration order."""
-    return [name for name in METRICS if METRICS.get(name).backend == backend]
+    """Names of the registered metrics that `backend` computes (as their default or another backend)."""
+    return [name for name in METRICS if backend in METRICS.get(name).backends]
 
 
 def compute_metric_value(spec: MetricSpec, inputs: dict[str, Any]) -> MetricValue:

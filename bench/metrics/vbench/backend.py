@@ -87,6 +87,7 @@ class OfficialVBenchBackend(ScoringBackend):
         self.env_dir = environment_dir(env_dir)
         self.device = device
         self.keep_dir = keep_dir or os.environ.get("ARLON_VBENCH_WORK_DIR")
+        self.last_seconds: dict[str, float] = {}  # per dimension, of the last job's worker (for benchmarks)
 
     def fingerprint(self, metric: str) -> str | None:
         """VBench's version and each weight file's name and size (sizes, not hashes: hashing gigabytes
@@ -135,6 +136,7 @@ class OfficialVBenchBackend(ScoringBackend):
             "videos": requested, "dimensions": runnable,
         }
         response = self._run_worker(request, work, python) if requested else {}
+        self.last_seconds = dict(response.get("seconds", {})) if response else {}
         failed_dimensions = response.get("errors", {}) if response else {}
         worker_failure = response.get("worker_failure") if response else None
         for dimension in runnable:
@@ -166,23 +168,16 @@ class OfficialVBenchBackend(ScoringBackend):
                 elif any(g is None for g in got):
                     scores.errors[dimension] = "VBench returned no result for this video"
                 else:
-                    scores.values[dimension] = _combine(dimension, got, len(clip_ids) > 1 or clip_ids[0] != item.video)
+                    scores.values[dimension] = combine_clip_results(dimension, got, len(clip_ids) > 1 or clip_ids[0] != item.video)
             yield scores
 
     def _prepare(self, item: VideoToScore, work: Path) -> list[dict]:
         """The worker's entries for one video: the file itself, or its VBench-Long clips."""
-        num_frames, fps = probe_video(item.path)
         base = {"prompt": item.prompt.text, "auxiliary": item.prompt.auxiliary or {}}
-        if not fps or num_frames / fps < LONG_VIDEO_SECONDS:
+        clip_paths = long_video_clips(item, work / "clips")
+        if clip_paths is None:
             return [{**base, "id": item.video, "path": str(Path(item.path).resolve())}]
-        frames, fps = read_video(item.path)
-        ranges = clip_ranges(len(frames), fps, clip_seconds_for(item))
-        parts = []
-        for n, (start, end) in enumerate(ranges):
-            clip_path = work / "clips" / item.video / f"{item.video}_{n:03d}.mp4"
-            write_video(clip_path, np.ascontiguousarray(frames[start:end]), fps=max(1, int(fps)))
-            parts.append({**base, "id": f"{item.video}#clip{n:03d}", "path": str(clip_path)})
-        return parts
+        return [{**base, "id": f"{item.video}#clip{n:03d}", "path": str(path)} for n, path in enumerate(clip_paths)]
 
     def _run_worker(self, request: dict, work: Path, python: Path) -> dict:
         request_path, response_path, log_path = work / "request.json", work / "response.json", work / "worker.log"
@@ -199,7 +194,22 @@ class OfficialVBenchBackend(ScoringBackend):
         return json.loads(response_path.read_text())
 
 
-def _combine(dimension: str, clips: list[dict], is_long: bool) -> MetricValue:
+def long_video_clips(item: VideoToScore, folder: Path) -> list[Path] | None:
+    """None for a video shorter than 5 s; else its VBench-Long clips, written (re-encoded, as VBench-Long's
+    `split_video_into_clips` does) to folder/<video>/<video>_<NNN>.mp4."""
+    num_frames, fps = probe_video(item.path)
+    if not fps or num_frames / fps < LONG_VIDEO_SECONDS:
+        return None
+    frames, fps = read_video(item.path)
+    paths = []
+    for n, (start, end) in enumerate(clip_ranges(len(frames), fps, clip_seconds_for(item))):
+        clip_path = folder / item.video / f"{item.video}_{n:03d}.mp4"
+        write_video(clip_path, np.ascontiguousarray(frames[start:end]), fps=max(1, int(fps)))
+        paths.append(clip_path)
+    return paths
+
+
+def combine_clip_results(dimension: str, clips: list[dict], is_long: bool) -> MetricValue:
     """One video's value from its clips' results (a short video has one 'clip': itself)."""
     if not is_long:
         only = clips[0]

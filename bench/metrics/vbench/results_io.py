@@ -282,7 +282,7 @@ def import_results(
                 frames = probe_video(run_store.video_path(cell_id, exported["video"]))[0]
             metric_value = _result_value(dimension, entry, frames)
             unit = ScoreUnit(cell_id, exported["video"], exported["prompt_id"], exported["sample"], dimension,
-                             score_key(record, dimension, exported["prompt_id"]))
+                             score_key(record, dimension, exported["prompt_id"]), "vbench")
             records_by_cell.setdefault((str(run_store.root), cell_id), []).append(score_record(unit, metric_value))
             summary.imported[dimension] = summary.imported.get(dimension, 0) + 1
     for (root, cell_id), records in records_by_cell.items():

@@ -14,7 +14,8 @@ Response:
      "results": {dimension: {video id: {"value": float, "weight": float | null, "details": {...}}}},
      "errors": {dimension: one line},                      # the whole dimension failed
      "video_errors": {video id: one line},                 # the file cannot be read: no dimension scored it
-     "dimension_video_errors": {dimension: {video id: one line}}}
+     "dimension_video_errors": {dimension: {video id: one line}},
+     "seconds": {dimension: wall seconds of its VBench call, model loading included}}
 
 How VBench is called: per dimension, the way `VBench.evaluate(..., mode="custom_input",
 local=True)` does (a full-info JSON listing each video with its prompt, then
@@ -42,6 +43,7 @@ import math
 import os
 import shutil
 import sys
+import time
 import traceback
 from pathlib import Path
 
@@ -205,7 +207,8 @@ def score(request: dict) -> dict:
     os.environ["VBENCH_CACHE_DIR"] = str(cache)  # read by vbench.utils at import time
     out = Path(request["output_dir"])
     out.mkdir(parents=True, exist_ok=True)
-    response = {"versions": versions(), "results": {}, "errors": {}, "video_errors": {}, "dimension_video_errors": {}}
+    response = {"versions": versions(), "results": {}, "errors": {}, "video_errors": {}, "dimension_video_errors": {},
+                "seconds": {}}
     patch_torch_load()
     try:
         provide_viclip_vocabulary(cache)
@@ -236,6 +239,7 @@ def score(request: dict) -> dict:
         if not mine:
             response["results"][dimension] = {}
             continue
+        started = time.perf_counter()
         try:
             submodules = submodules_for(dimension, spec["paths"], work_dir)
             results = run_dimension(dimension, mine, submodules, device, work_dir)
@@ -258,6 +262,7 @@ def score(request: dict) -> dict:
                 response["errors"][dimension] = one_line(err)
                 failed = {}
         response["results"][dimension] = results
+        response["seconds"][dimension] = time.perf_counter() - started  # its models' loading included
         if failed:
             response["dimension_video_errors"][dimension] = failed
     return response

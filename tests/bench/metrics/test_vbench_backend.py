@@ -18,18 +18,6 @@ from bench.runner import run_grid
 from fake_run import make_fake_run, pattern_video
 
 
-@pytest.fixture
-def fake_env(tmp_path, monkeypatch):
-    """An environment folder with an interpreter file and an empty VBench cache."""
-    env = tmp_path / "env"
-    (env / "bin").mkdir(parents=True)
-    (env / "bin" / "python").write_text("")
-    monkeypatch.setenv("ARLON_VBENCH_ENV", str(env))
-    monkeypatch.setenv("VBENCH_CACHE_DIR", str(tmp_path / "vbench-cache"))
-    monkeypatch.setenv("ARLON_SCORE_CACHE", str(tmp_path / "score-cache"))
-    return env
-
-
 def answering_worker(requests: list):
     """A stand-in for worker.py: temporal_flickering = 0.9 + clip index / 100, per entry."""
 

@@ -4,66 +4,31 @@ VBench cache and torch hub), and the nine dimensions that run offline on CPU, sc
 of a run through `run_grid` like `arlon-bench score RUN --backend vbench`.
 
 Slow (the environment's install, then VBench's models on CPU), so it runs in CI (CI=true) or when
-ARLON_VBENCH_E2E=1, and is skipped otherwise. The environment is kept between runs in
-$ARLON_VBENCH_TEST_ENV (default ~/.cache/arlon-bench/vbench-env-test) and reused when it imports.
+ARLON_VBENCH_E2E=1, and is skipped otherwise. The environment and the checkpoints are this folder's
+conftest.py fixtures.
 """
 
 from __future__ import annotations
 
 import math
-import os
-import subprocess
 import time
-from pathlib import Path
 
 import pytest
 
-from bench.errors import BenchError
 from bench.metrics.vbench.backend import OfficialVBenchBackend
-from bench.metrics.vbench.env import create_environment, environment_report
 from bench.runner import run_grid
 from bench.store import file_sha256
 from fake_run import make_fake_run
+from vbench_e2e import OFFICIAL_VBENCH_E2E
 
-pytestmark = pytest.mark.skipif(
-    os.environ.get("CI") != "true" and os.environ.get("ARLON_VBENCH_E2E") != "1",
-    reason="end-to-end VBench run (minutes): runs in CI, or with ARLON_VBENCH_E2E=1",
-)
+pytestmark = OFFICIAL_VBENCH_E2E
 
 NINE = ("temporal_flickering", "motion_smoothness", "dynamic_degree", "subject_consistency", "imaging_quality",
         "background_consistency", "aesthetic_quality", "temporal_style", "overall_consistency")
-FAKE_WEIGHTS = Path(__file__).with_name("vbench_fake_weights.py")
 
 
-@pytest.fixture(scope="module")
-def vbench_env(announce) -> Path:
-    directory = Path(os.environ.get("ARLON_VBENCH_TEST_ENV") or "~/.cache/arlon-bench/vbench-env-test").expanduser()
-    try:
-        environment_report(directory)
-        announce(f"official VBench: reusing its environment {directory}")
-    except BenchError:
-        import torch
-
-        announce(f"official VBench: creating its environment in {directory} (vbench 0.1.5 and its pins; minutes)")
-        # A CPU-only torch build (+cpu) has no torchvision build on PyPI: take PyPI's newest pair then.
-        create_environment(directory, torch_version="latest" if "+cpu" in torch.__version__ else None, echo=announce)
-    return directory
-
-
-@pytest.fixture(scope="module")
-def caches(vbench_env, tmp_path_factory, announce) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("vbench-weights")
-    announce("official VBench: writing random checkpoints in its models' exact key layouts")
-    vbench_cache, torch_home = root / "vbench", root / "torch"
-    subprocess.run([str(vbench_env / "bin" / "python"), "-W", "ignore", str(FAKE_WEIGHTS), str(vbench_cache), str(torch_home)],
-                   check=True, capture_output=True)
-    total = sum(f.stat().st_size for f in root.rglob("*") if f.is_file())
-    assert total < 64 * 2**20, f"fake weights take {total / 2**20:.0f} MiB"
-    return vbench_cache, torch_home
-
-
-def test_nine_dimensions_end_to_end(tmp_path, vbench_env, caches, monkeypatch, announce):
-    vbench_cache, torch_home = caches
+def test_nine_dimensions_end_to_end(tmp_path, vbench_env, vbench_weights, monkeypatch, announce):
+    vbench_cache, torch_home = vbench_weights
     monkeypatch.setenv("ARLON_VBENCH_ENV", str(vbench_env))
     monkeypatch.setenv("VBENCH_CACHE_DIR", str(vbench_cache))
     monkeypatch.setenv("TORCH_HOME", str(torch_home))

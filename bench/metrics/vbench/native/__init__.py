@@ -1,0 +1,17 @@
+"""VBench's dimensions computed natively (in this project's environment), reproducing the official numbers.
+
+- `frames`: VBench's frame sampling and resize / crop / normalise transforms, batched.
+- `vit`: DINO ViT-B/16 and OpenAI CLIP's image towers, with loaders for the files VBench reads.
+- `scorers`: one scorer per dimension (`NATIVE_SCORERS`), VBench's formulas.
+- `backend`: the "native" scoring backend (`arlon-bench score RUN --backend native`).
+
+Which backend to use: docs/vbench-notes.md, 'Native and official backends'.
+"""
+
+from __future__ import annotations
+
+from bench.metrics.vbench.native import backend
+from bench.metrics.vbench.native.backend import BACKEND, VERSION, NativeVBenchBackend
+from bench.metrics.vbench.native.scorers import NATIVE_SCORERS
+
+__all__ = ["BACKEND", "NATIVE_SCORERS", "NativeVBenchBackend", "VERSION", "backend"]
