@@ -201,6 +201,8 @@ def test_asking_native_for_an_official_only_dimension_is_one_line(tmp_path, caps
 def test_byte_pair_tokeniser_merges_by_rank_and_cuts_to_the_context(tmp_path):
     import gzip
 
+    pytest.importorskip("ftfy", reason="the vbench extra (pip install -e '.[vbench]') brings ftfy")
+
     from bench.metrics.vbench.native.viclip import BytePairTokenizer
 
     vocabulary = tmp_path / "vocab.txt.gz"
@@ -211,3 +213,17 @@ def test_byte_pair_tokeniser_merges_by_rank_and_cuts_to_the_context(tmp_path):
     assert tokenizer.encode("cog") == [tokenizer.ids["c"], tokenizer.ids["o"], tokenizer.ids["g</w>"]]  # no merge known
     assert tokenizer.tokenize("cat", 5).tolist() == [[start, tokenizer.ids["cat</w>"], end, 0, 0]]
     assert tokenizer.tokenize("cat dog cat", 3).tolist() == [[start, tokenizer.ids["cat</w>"], end]]  # cut, last = end
+
+
+def test_scoring_benchmark_report_rows():
+    from bench.scoring_perf import BackendRun, ScoringPerfReport
+
+    official = BackendRun(20.0, {"subject_consistency": 12.0}, {("v", "subject_consistency"): 0.9}, [])
+    native = BackendRun(5.0, {"subject_consistency": 4.0, "decode": 0.5}, {("v", "subject_consistency"): 0.90002}, [])
+    report = ScoringPerfReport("1 video", "CPU", 2, ["subject_consistency"], official, native, "abc")
+    rows = {row["dimension"]: row for row in report.rows()}
+    assert rows["subject_consistency"]["speedup"] == pytest.approx(3.0)
+    assert rows["subject_consistency"]["max_abs_diff"] == pytest.approx(2e-5)
+    assert rows["all (wall, whole job)"]["speedup"] == pytest.approx(4.0)
+    assert "| subject_consistency | 12.0 | 4.0 | 3.00x | 2.0e-05 |" in report.to_markdown()
+    assert report.to_dict()["native"]["values"] == {"v subject_consistency": 0.90002}

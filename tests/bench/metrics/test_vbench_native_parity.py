@@ -144,3 +144,15 @@ def test_the_tokeniser_is_clips(vbench_env, vbench_weights):
                           capture_output=True, text=True, check=True)
     ours = BytePairTokenizer(vocabulary)
     assert [ours.encode(text) for text in TOKENISER_TEXTS] == json.loads(done.stdout)
+
+
+def test_the_side_by_side_benchmark(vbench_env, weights_in_place, tmp_path):
+    from bench.scoring_perf import benchmark_scoring, synthetic_videos
+
+    report = benchmark_scoring(synthetic_videos(tmp_path, count=1, frames=6, size=64),
+                               ["temporal_flickering", "background_consistency"], env_dir=vbench_env, device="cpu")
+    assert not report.official.failures and not report.native.failures
+    rows = {row["dimension"]: row for row in report.rows()}
+    assert rows["background_consistency"]["official_s"] > 0 and rows["background_consistency"]["native_s"] > 0
+    assert rows["background_consistency"]["max_abs_diff"] <= PARITY
+    assert "| background_consistency |" in report.to_markdown()
