@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from bench.cli.console import cli_console, styled
+from bench.cli.console import cli_console, note_text, styled
 from bench.cli.grids import print_grid_warnings
 from bench.cli.options import DeviceOpt, SetOpt
 from bench.cli.progress import task_bars
@@ -218,6 +218,12 @@ def score(
     """Score the videos of a run (those without a current score; all with --force) and write the table."""
     store, grid, limit = open_run(run)
     chosen = scoring_metrics(grid, metrics, backend)
+    if backend == "native" and metrics is None:
+        asked = [m for m in grid.metrics if METRICS.get(m).backend == "vbench"] or ABLATION_DIMENSIONS
+        left = [m for m in asked if "native" not in METRICS.get(m).backends]
+        if left:
+            cli_console().print(note_text(f"the native backend has no scorer for {', '.join(left)} yet: "
+                                          f"score them with --backend vbench"), soft_wrap=True)
     _run(grid, store, ("score",), executor, address, workers, None, force, limit, chosen, score_backend=backend)
 
 
@@ -232,8 +238,8 @@ def scoring_metrics(grid: Grid, metrics: str | None, backend: str | None) -> tup
         SCORING_BACKENDS.get(backend)
         if metrics is None:
             names = tuple(m for m in names if backend in METRICS.get(m).backends)
-            if not names and backend in ("vbench", "native"):
-                names = ABLATION_DIMENSIONS
+            if not names and backend in ("vbench", "native"):  # native: those of the six it has a scorer for
+                names = tuple(m for m in ABLATION_DIMENSIONS if backend in METRICS.get(m).backends)
         wrong = [m for m in names if backend not in METRICS.get(m).backends]
         if wrong:
             official_only = backend == "native" and all(METRICS.get(m).backend == "vbench" for m in wrong)

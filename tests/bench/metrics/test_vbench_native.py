@@ -227,3 +227,11 @@ def test_scoring_benchmark_report_rows():
     assert rows["all (wall, whole job)"]["speedup"] == pytest.approx(4.0)
     assert "| subject_consistency | 12.0 | 4.0 | 3.00x | 2.0e-05 |" in report.to_markdown()
     assert report.to_dict()["native"]["values"] == {"v subject_consistency": 0.90002}
+
+
+def test_score_backend_native_without_metrics_takes_the_ablation_dimensions_it_has(tmp_path, capsys, monkeypatch):
+    from bench.cli.ablate import scoring_metrics
+
+    _, grid = make_fake_run(tmp_path / "run", prompts=1, samples=1)
+    assert scoring_metrics(grid, None, "native") == ("subject_consistency", "background_consistency", "aesthetic_quality")
+    assert scoring_metrics(grid, None, "vbench")[3:] == ("dynamic_degree", "aesthetic_quality", "imaging_quality")
