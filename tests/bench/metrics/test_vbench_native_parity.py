@@ -4,7 +4,8 @@ aggregate must agree within 1e-4 (fp32, CPU), and changing one preprocessing det
 
 The videos cover what the transforms must get right: a square clip, a landscape and a portrait one (the
 CLIP centre crop, DINO's aspect-keeping resize and its position-table interpolation), and one of 5 s, which
-both backends split into VBench-Long clips. (Sides are multiples of 16 after DINO's resize: the test's DINO
+both backends split into VBench-Long clips. Dynamic degree is a yes / no per video, so RAFT's flow field itself is
+compared with VBench's on a frame pair too. (Sides are multiples of 16 after DINO's resize: the test's DINO
 hub entry is a timm ViT, which refuses other sizes where DINO's own code drops the remainder.)
 
 Slow like the official end-to-end test: runs in CI (CI=true) or with ARLON_VBENCH_E2E=1.
@@ -13,6 +14,7 @@ Slow like the official end-to-end test: runs in CI (CI=true) or with ARLON_VBENC
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 
 import numpy as np
@@ -33,11 +35,11 @@ pytestmark = OFFICIAL_VBENCH_E2E
 
 PARITY = 1e-4
 DIMENSIONS = tuple(NATIVE_SCORERS.keys())
-VIDEOS = {  # name: (frames, height, width, fps)
-    "square": (16, 64, 64, 8),
-    "landscape": (12, 64, 96, 8),
-    "portrait": (17, 96, 64, 8),
-    "long": (20, 64, 64, 4),  # 5 s: three VBench-Long clips of 2 s
+VIDEOS = {  # name: (frames, height, width, fps); RAFT's coarsest correlation level needs 128 pixels a side
+    "square": (16, 128, 128, 8),
+    "landscape": (12, 128, 192, 8),
+    "portrait": (17, 192, 128, 12),  # every second frame for dynamic degree (round(12 / 8) = 2)
+    "long": (20, 128, 128, 4),  # 5 s: three VBench-Long clips of 2 s
 }
 
 
@@ -112,8 +114,9 @@ def test_every_aggregate_agrees_with_the_official_package(official, native, vide
 
 
 def test_the_scores_are_not_trivially_equal(official):
-    # Random weights could give every video the same score, which any code would match: they must differ.
-    for dimension in DIMENSIONS:
+    # Random weights could give every video the same score, which any code would match: they must differ
+    # (dynamic degree is a yes / no per video; RAFT's flow itself is compared below).
+    for dimension in (d for d in DIMENSIONS if d != "dynamic_degree"):
         values = [official[(name, dimension)][0] for name in VIDEOS]
         assert len({round(v, 6) for v in values}) == len(values), (dimension, values)
 
@@ -156,3 +159,42 @@ def test_the_side_by_side_benchmark(vbench_env, weights_in_place, tmp_path):
     assert rows["background_consistency"]["official_s"] > 0 and rows["background_consistency"]["native_s"] > 0
     assert rows["background_consistency"]["max_abs_diff"] <= PARITY
     assert "| background_consistency |" in report.to_markdown()
+
+
+RAFT_SCRIPT = """
+import sys, numpy as np, torch
+from easydict import EasyDict
+from vbench.third_party.RAFT.core.raft import RAFT
+from vbench.third_party.RAFT.core.utils_core.utils import InputPadder
+model = RAFT(EasyDict({"small": False, "mixed_precision": False, "alternate_corr": False}))
+state = torch.load(sys.argv[1], map_location="cpu", weights_only=False)
+model.load_state_dict({k.replace("module.", ""): v for k, v in state.items()})
+model.eval()
+pair = torch.from_numpy(np.load(sys.argv[2]))
+first, second = InputPadder(pair[:1].shape).pad(pair[:1], pair[1:])
+with torch.no_grad():
+    _, flow = model(first, second, iters=20, test_mode=True)
+np.save(sys.argv[3], flow.numpy())
+"""
+
+
+def test_raft_flow_is_vbenchs(vbench_env, vbench_weights, tmp_path):
+    """dynamic_degree's network: the flow of one frame pair (130 x 190: padded to multiples of 8) against VBench's
+    vendored RAFT on the same checkpoint."""
+    import torch
+
+    from bench.metrics.vbench.native.raft import load_raft, pad_to_multiple_of_8
+
+    checkpoint = vbench_weights[0] / "raft_model" / "models" / "raft-things.pth"
+    pair = torch.from_numpy(moving_pattern(2, 130, 190, 7)).permute(0, 3, 1, 2).float()
+    np.save(tmp_path / "pair.npy", pair.numpy())
+    subprocess.run([str(vbench_env / "bin" / "python"), "-W", "ignore", "-c", RAFT_SCRIPT, str(checkpoint),
+                    str(tmp_path / "pair.npy"), str(tmp_path / "flow.npy")], check=True, capture_output=True,
+                   env=dict(os.environ, VBENCH_CACHE_DIR=str(vbench_weights[0])))
+    theirs = np.load(tmp_path / "flow.npy")
+    padded = pad_to_multiple_of_8(pair)
+    with torch.inference_mode():
+        ours = load_raft(checkpoint)(padded[:1], padded[1:]).numpy()
+    assert ours.shape == theirs.shape == (1, 2, 136, 192)
+    assert np.abs(theirs).mean() > 1.0  # a flow worth comparing
+    assert np.abs(ours - theirs).max() < 1e-3

@@ -2,6 +2,8 @@
 
 - `frames`: VBench's frame sampling and resize / crop / normalise transforms, batched.
 - `vit`: DINO ViT-B/16 and OpenAI CLIP's image towers, with loaders for the files VBench reads.
+- `viclip`: ViCLIP's video and text towers and CLIP's byte-pair tokeniser.
+- `raft`: RAFT (large), the optical flow of dynamic degree.
 - `scorers`: one scorer per dimension (`NATIVE_SCORERS`), VBench's formulas.
 - `backend`: the "native" scoring backend (`arlon-bench score RUN --backend native`).
 

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from arlon.registry import Registry
 from bench.metrics.vbench.dimensions import CLIP_B32, DIMENSIONS, DINO_WEIGHTS, WeightFile
 from bench.metrics.vbench.native import frames as T
+from bench.metrics.vbench.native.raft import load_raft, pad_to_multiple_of_8
 from bench.metrics.vbench.native.viclip import NUM_FRAMES, load_viclip
 from bench.metrics.vbench.native.vit import load_dino_vit, load_openai_clip_visual
 
@@ -203,3 +204,39 @@ class ViCLIPSimilarity(DimensionScorer):
 
 NATIVE_SCORERS.register("temporal_style")(ViCLIPSimilarity)
 NATIVE_SCORERS.register("overall_consistency")(ViCLIPSimilarity)
+
+
+@NATIVE_SCORERS.register("dynamic_degree")
+class DynamicDegree(DimensionScorer):
+    """`vbench/dynamic_degree.py` (`DynamicDegree.infer`): every round(fps / 8)-th frame; RAFT flow (20 iterations)
+    between consecutive kept frames, each pair replicate-padded to multiples of 8; a pair's score is the mean of
+    the largest 5% flow magnitudes of the padded field. The video is dynamic (1.0, else 0.0) when at least
+    round(4 n / 16) pair scores exceed 6 min(H, W) / 256 (n kept frames; no pair: not dynamic)."""
+
+    files = DIMENSIONS["dynamic_degree"].weights
+    pairs_per_batch = 4  # RAFT's correlation volume grows with (H W / 64)^2 per pair
+
+    def __init__(self, paths: tuple[Path, ...], runtime: Runtime, shared: dict | None = None):
+        super().__init__(paths, runtime, shared)
+        self.model = load_raft(paths[0]).to(runtime.device)
+
+    def score(self, video: DecodedVideo) -> dict:
+        interval = max(1, round(video.fps / 8))  # Python's round, as VBench's
+        frames = video.tensor()[::interval]  # (n, 3, H, W) in [0, 255]
+        height, width = frames.shape[-2:]
+        threshold, needed = 6.0 * min(height, width) / 256.0, round(4 * len(frames) / 16.0)
+        padded = pad_to_multiple_of_8(frames)
+        scores = []
+        with torch.inference_mode():
+            for start in range(0, len(padded) - 1, self.pairs_per_batch):
+                end = min(start + self.pairs_per_batch, len(padded) - 1)
+                first = padded[start:end].to(self.runtime.device)
+                second = padded[start + 1 : end + 1].to(self.runtime.device)
+                flow = self.model(first, second).float().cpu()  # (B, 2, H', W')
+                magnitude = flow.square().sum(dim=1).sqrt().flatten(1)  # (B, H' W')
+                top = int(magnitude.shape[1] * 0.05)
+                scores.extend(float(row.topk(top).values.double().mean()) for row in magnitude)
+        dynamic = len(scores) > 0 and sum(score > threshold for score in scores) >= needed
+        return {"value": 1.0 if dynamic else 0.0, "weight": None,
+                "details": {"frames": len(video.frames), "pair_scores_above": sum(s > threshold for s in scores),
+                            "pairs_needed": needed}}
