@@ -233,6 +233,6 @@ def test_score_backend_native_without_metrics_takes_the_ablation_dimensions_it_h
     from bench.cli.ablate import scoring_metrics
 
     _, grid = make_fake_run(tmp_path / "run", prompts=1, samples=1)
-    assert scoring_metrics(grid, None, "native") == ("subject_consistency", "background_consistency", "dynamic_degree",
-                                                      "aesthetic_quality")
+    assert scoring_metrics(grid, None, "native") == ("subject_consistency", "background_consistency", "motion_smoothness",
+                                                      "dynamic_degree", "aesthetic_quality")
     assert scoring_metrics(grid, None, "vbench")[3:] == ("dynamic_degree", "aesthetic_quality", "imaging_quality")

@@ -4,6 +4,7 @@
 - `vit`: DINO ViT-B/16 and OpenAI CLIP's image towers, with loaders for the files VBench reads.
 - `viclip`: ViCLIP's video and text towers and CLIP's byte-pair tokeniser.
 - `raft`: RAFT (large), the optical flow of dynamic degree.
+- `amt`: AMT-S, the frame interpolation of motion smoothness.
 - `scorers`: one scorer per dimension (`NATIVE_SCORERS`), VBench's formulas.
 - `backend`: the "native" scoring backend (`arlon-bench score RUN --backend native`).
 

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from arlon.registry import Registry
 from bench.metrics.vbench.dimensions import CLIP_B32, DIMENSIONS, DINO_WEIGHTS, WeightFile
 from bench.metrics.vbench.native import frames as T
+from bench.metrics.vbench.native.amt import load_amt_s, pad_to_multiple_of_16
 from bench.metrics.vbench.native.raft import load_raft, pad_to_multiple_of_8
 from bench.metrics.vbench.native.viclip import NUM_FRAMES, load_viclip
 from bench.metrics.vbench.native.vit import load_dino_vit, load_openai_clip_visual
@@ -240,3 +241,36 @@ class DynamicDegree(DimensionScorer):
         return {"value": 1.0 if dynamic else 0.0, "weight": None,
                 "details": {"frames": len(video.frames), "pair_scores_above": sum(s > threshold for s in scores),
                             "pairs_needed": needed}}
+
+
+@NATIVE_SCORERS.register("motion_smoothness")
+class MotionSmoothness(DimensionScorer):
+    """`vbench/motion_smoothness.py` (`MotionSmoothness.motion_score`): AMT-S predicts the middle of every two
+    even-indexed frames (f0, f2 -> f1', ...; frames in [0, 1], replicate-padded to multiples of 16, never
+    downscaled: VBench's scale is 1 in every official run); predictions are cut back, x 255, clipped and truncated
+    to uint8, and compared with the real odd frames: value = (255 - mean absolute difference) / 255."""
+
+    files = DIMENSIONS["motion_smoothness"].weights
+    pairs_per_batch = 4
+
+    def __init__(self, paths: tuple[Path, ...], runtime: Runtime, shared: dict | None = None):
+        super().__init__(paths, runtime, shared)
+        self.model = load_amt_s(paths[0]).to(runtime.device)
+
+    def score(self, video: DecodedVideo) -> dict:
+        inputs = video.tensor()[::2] / 255.0  # (n, 3, H, W): the even frames
+        if len(inputs) < 2:
+            raise ValueError("motion smoothness needs at least three frames (two even-indexed ones)")
+        height, width = inputs.shape[-2:]
+        padded, (left, _, top, _) = pad_to_multiple_of_16(inputs)
+        differences = []
+        with torch.inference_mode():
+            for start in range(0, len(padded) - 1, self.pairs_per_batch):
+                end = min(start + self.pairs_per_batch, len(padded) - 1)
+                middle = self.model(padded[start:end].to(self.runtime.device), padded[start + 1 : end + 1].to(self.runtime.device))
+                middle = middle[..., top : top + height, left : left + width].float().cpu()
+                predicted = (middle * 255.0).permute(0, 2, 3, 1).numpy().clip(0, 255).astype(np.uint8)  # truncated, as VBench
+                real = video.frames[2 * start + 1 : 2 * end : 2]  # the odd frames between each pair
+                differences.extend(np.abs(p.astype(np.int16) - r.astype(np.int16)).mean() for p, r in zip(predicted, real))
+        value = (255.0 - float(np.mean(differences))) / 255.0
+        return {"value": value, "weight": None, "details": {"frames": len(video.frames)}}
