@@ -5,6 +5,7 @@
 - `viclip`: ViCLIP's video and text towers and CLIP's byte-pair tokeniser.
 - `raft`: RAFT (large), the optical flow of dynamic degree.
 - `amt`: AMT-S, the frame interpolation of motion smoothness.
+- `musiq`: MUSIQ, the image-quality transformer of imaging quality.
 - `scorers`: one scorer per dimension (`NATIVE_SCORERS`), VBench's formulas.
 - `backend`: the "native" scoring backend (`arlon-bench score RUN --backend native`).
 

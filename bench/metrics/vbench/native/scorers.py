@@ -24,6 +24,7 @@ from arlon.registry import Registry
 from bench.metrics.vbench.dimensions import CLIP_B32, DIMENSIONS, DINO_WEIGHTS, WeightFile
 from bench.metrics.vbench.native import frames as T
 from bench.metrics.vbench.native.amt import load_amt_s, pad_to_multiple_of_16
+from bench.metrics.vbench.native.musiq import load_musiq
 from bench.metrics.vbench.native.raft import load_raft, pad_to_multiple_of_8
 from bench.metrics.vbench.native.viclip import NUM_FRAMES, load_viclip
 from bench.metrics.vbench.native.vit import load_dino_vit, load_openai_clip_visual
@@ -274,3 +275,30 @@ class MotionSmoothness(DimensionScorer):
                 differences.extend(np.abs(p.astype(np.int16) - r.astype(np.int16)).mean() for p, r in zip(predicted, real))
         value = (255.0 - float(np.mean(differences))) / 255.0
         return {"value": value, "weight": None, "details": {"frames": len(video.frames)}}
+
+
+@NATIVE_SCORERS.register("imaging_quality")
+class ImagingQuality(DimensionScorer):
+    """`vbench/imaging_quality.py` (`technical_quality`, its default "longer" preprocessing): every frame, as float,
+    resized bilinearly (no antialiasing) to a longer side of 512 when it is longer, / 255; MUSIQ-SPAQ's score per
+    frame; the video's value is the frame mean on MUSIQ's 0-100 scale (the aggregate divides by 100)."""
+
+    files = DIMENSIONS["imaging_quality"].weights
+    batch_frames = 8  # every frame is a few hundred patch images through MUSIQ's stem
+
+    def __init__(self, paths: tuple[Path, ...], runtime: Runtime, shared: dict | None = None):
+        super().__init__(paths, runtime, shared)
+        self.model = load_musiq(paths[0]).to(runtime.device)
+
+    def score(self, video: DecodedVideo) -> dict:
+        frames = video.tensor()
+        height, width = frames.shape[-2:]
+        if max(height, width) > 512:
+            scale = 512.0 / max(height, width)
+            frames = T.resize(frames, (int(scale * height), int(scale * width)), "bilinear")
+        scores = []
+        with torch.inference_mode(), self.runtime.context():
+            for start in range(0, len(frames), self.batch_frames):
+                batch = (frames[start : start + self.batch_frames] / 255.0).to(self.runtime.device)
+                scores.extend(float(s) for s in self.model(batch).float().cpu())
+        return {"value": sum(scores) / len(scores), "weight": None, "details": {"frames": len(video.frames)}}
