@@ -184,3 +184,18 @@ def test_export_into_a_run_folder_is_refused_and_writes_nothing(tmp_path, capsys
         code, _, err = run_main(capsys, monkeypatch, "export-vbench", str(store.root), str(target))
         assert code == 2 and err.startswith(f"error: {target} is inside the run {store.root.resolve()}"), err
     assert sorted(str(p) for p in store.root.rglob("*")) == before
+
+
+def test_a_run_with_imported_vbench_scores_rescores_natively(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("ARLON_SCORE_CACHE", str(tmp_path / "score-cache"))
+    store, folder, videos = exported(tmp_path)
+    results = tmp_path / "r.json"
+    results.write_text(json.dumps({"temporal_flickering": [0.5, [{"video_path": v, "video_results": 0.5} for v in videos]]}))
+    import_results(results)
+    (cell,) = [p.name for p in (store.root / "cells").iterdir()]
+    assert {r["backend"] for r in store.read_scores(cell)} == {"vbench"}
+    code, _, err = run_main(capsys, monkeypatch, "score", str(store.root), "--backend", "native",
+                            "--metrics", "temporal_flickering", "--executor", "local")
+    assert code == 0, err
+    records = store.read_scores(cell)
+    assert {r["backend"] for r in records} == {"native"} and all(r["value"] != 0.5 for r in records)
