@@ -235,3 +235,28 @@ def test_score_backend_native_without_metrics_takes_the_ablation_dimensions(tmp_
     _, grid = make_fake_run(tmp_path / "run", prompts=1, samples=1)
     assert scoring_metrics(grid, None, "native") == scoring_metrics(grid, None, "vbench")  # all six of Table 3
     assert scoring_metrics(grid, None, "vbench")[3:] == ("dynamic_degree", "aesthetic_quality", "imaging_quality")
+
+
+def test_loaders_refuse_files_of_another_network_in_one_line(tmp_path, monkeypatch):
+    from bench.metrics.vbench.native.amt import load_amt_s
+    from bench.metrics.vbench.native.musiq import load_musiq
+    from bench.metrics.vbench.native.raft import load_raft
+    from bench.metrics.vbench.native.viclip import load_viclip
+
+    other = tmp_path / "other.pth"
+    torch.save({"weight": torch.zeros(2)}, other)
+    for load, message in ((load_raft, "not a RAFT"), (load_amt_s, "not an AMT checkpoint"), (load_musiq, "not a MUSIQ"),
+                          (lambda p: load_viclip(p, p), "not a ViCLIP checkpoint")):
+        with pytest.raises(ValueError, match=message):
+            load(other)
+    # In the backend: the dimension fails with one line naming the file; the others go on.
+    cache = tmp_path / "cache"
+    (cache / "raft_model" / "models").mkdir(parents=True)
+    torch.save({"weight": torch.zeros(2)}, cache / "raft_model" / "models" / "raft-things.pth")
+    monkeypatch.setenv("VBENCH_CACHE_DIR", str(cache))
+    video = write_video(tmp_path / "v.mp4", pattern_video(0, 6), fps=8)
+    out = list(NativeVBenchBackend("cpu").score([VideoToScore("v", video, BenchPrompt("p", "a cat"))], ["dynamic_degree", "temporal_flickering"]))
+    (failure,) = [o for o in out if isinstance(o, MetricFailure)]
+    assert failure.metric == "dynamic_degree" and failure.error.startswith("cannot load its weights: ValueError: ")
+    assert "raft-things.pth: not a RAFT (large) checkpoint" in failure.error
+    assert [o.values["temporal_flickering"].value > 0 for o in out if isinstance(o, VideoScores)] == [True]
