@@ -121,7 +121,7 @@ def test_dino_loader_reads_dinos_names_and_refuses_other_files(tmp_path):
     with torch.inference_mode():
         assert model(torch.randn(2, 3, 224, 336)).shape == (2, width)
     torch.save({k: v for k, v in state.items() if k != "norm.bias"}, tmp_path / "broken.pth")
-    with pytest.raises(ValueError, match=r"broken.pth: not the expected checkpoint: 1 missing \(e.g. norm.bias\)"):
+    with pytest.raises(ValueError, match=r"broken.pth: not a DINO ViT checkpoint: 1 missing \(e.g. norm.bias\)"):
         load_dino_vit(tmp_path / "broken.pth")
     torch.save({"model": state}, tmp_path / "wrapped.pth")
     with pytest.raises(ValueError, match="not a DINO ViT checkpoint"):

@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench.metrics.vbench.native.checkpoints import load_exactly
+
 CHANNELS = (20, 32, 44, 56)
 SKIP, FLOWS, RADIUS, LEVELS = 20, 3, 3, 4
 
@@ -293,11 +295,4 @@ def load_amt_s(path: str | Path) -> AMTS:
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise ValueError(f"{path}: not an AMT checkpoint (no 'state_dict' entry)")
-    state = checkpoint["state_dict"]
-    model = AMTS()
-    own = model.state_dict()
-    missing, extra = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-    if missing or extra or any(own[k].shape != state[k].shape for k in own):
-        raise ValueError(f"{path}: not an AMT-S checkpoint (e.g. missing {missing[:1]}, unexpected {extra[:1]})")
-    model.load_state_dict(state)
-    return model.eval()
+    return load_exactly(AMTS(), checkpoint["state_dict"], path, "an AMT-S checkpoint")

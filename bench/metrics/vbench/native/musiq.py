@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench.metrics.vbench.native.checkpoints import load_exactly
+
 PATCH = 32
 GRID = 10  # the hashed spatial position grid
 LONGER_SIDES = (224, 384)
@@ -158,10 +160,4 @@ def load_musiq(path: str | Path) -> MUSIQ:
     """MUSIQ from a pyiqa checkpoint (a plain state dict; a `module.` prefix is stripped as pyiqa does)."""
     state = torch.load(path, map_location="cpu", weights_only=True)
     state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
-    model = MUSIQ()
-    own = model.state_dict()
-    missing, extra = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-    if missing or extra or any(own[k].shape != state[k].shape for k in own):
-        raise ValueError(f"{path}: not a MUSIQ (single score) checkpoint (e.g. missing {missing[:1]}, unexpected {extra[:1]})")
-    model.load_state_dict(state)
-    return model.eval()
+    return load_exactly(MUSIQ(), state, path, "a MUSIQ (single score) checkpoint")

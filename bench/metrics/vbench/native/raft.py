@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench.metrics.vbench.native.checkpoints import load_exactly
+
 HIDDEN, CONTEXT = 128, 128
 LEVELS, RADIUS = 4, 4
 ITERATIONS = 20  # VBench's dynamic_degree (`DynamicDegree.infer`) and static filter
@@ -199,10 +201,4 @@ def load_raft(path: str | Path) -> RAFT:
     """RAFT from `raft-things.pth` (a state dict saved from DataParallel: keys start with `module.`)."""
     state = torch.load(path, map_location="cpu", weights_only=True)
     state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
-    model = RAFT()
-    own = model.state_dict()
-    missing, extra = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-    if missing or extra or any(own[k].shape != state[k].shape for k in own):
-        raise ValueError(f"{path}: not a RAFT (large) checkpoint (e.g. missing {missing[:1]}, unexpected {extra[:1]})")
-    model.load_state_dict(state)
-    return model.eval()
+    return load_exactly(RAFT(), state, path, "a RAFT (large) checkpoint")

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from bench.metrics.vbench.native.checkpoints import load_exactly
 from bench.metrics.vbench.native.vit import Block, ViTConfig
 
 CONTEXT_LENGTH = 32  # ViCLIP's max_txt_l
@@ -159,17 +160,12 @@ def load_viclip(path: str | Path, vocabulary: str | Path) -> ViCLIP:
         if renamed is None:
             unused.append(key)
         else:
-            state[renamed[0]] = renamed[1].float().contiguous()
+            state[renamed[0]] = renamed[1]
     if unused != ["temp"]:  # the contrastive temperature is the one tensor scoring does not use
         raise ValueError(f"{path}: not the expected ViCLIP checkpoint (unexpected tensors: {', '.join(unused[:3])})")
     with torch.device("meta"):
         model = ViCLIP(VICLIP_L14, BytePairTokenizer(vocabulary))
-    own = model.state_dict()
-    if set(own) != set(state) or any(own[k].shape != state[k].shape for k in own):
-        missing = sorted(set(own) - set(state)) or sorted(k for k in own if own[k].shape != state[k].shape)
-        raise ValueError(f"{path}: not the expected ViCLIP checkpoint (e.g. {missing[:1] or sorted(set(state) - set(own))[:1]})")
-    model.load_state_dict(state, strict=True, assign=True)
-    return model.eval()
+    return load_exactly(model, state, path, "the expected ViCLIP checkpoint")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench.metrics.vbench.native.checkpoints import load_exactly
+
 
 @dataclass(frozen=True)
 class ViTConfig:
@@ -152,7 +154,7 @@ def load_dino_vit(path: str | Path) -> VisionTransformer:
         raise ValueError(f"{path}: not a DINO ViT checkpoint (no cls_token / patch_embed.proj.weight)")
     config = dino_config(state)
     renamed = {("patch_embed." + k.split(".", 2)[2] if k.startswith("patch_embed.proj.") else k): v for k, v in state.items()}
-    return build_loaded(config, renamed, path)
+    return build_loaded(config, renamed, path, "a DINO ViT checkpoint")
 
 
 def openai_clip_state(path: str | Path) -> dict[str, torch.Tensor]:
@@ -200,7 +202,7 @@ def load_openai_clip_visual(path: str | Path) -> VisionTransformer:
             renamed[f"blocks.{index}.{_rename(rest)}"] = value
         else:
             renamed[_rename(key)] = value
-    return build_loaded(config, renamed, path)
+    return build_loaded(config, renamed, path, "an OpenAI CLIP checkpoint")
 
 
 def _rename(key: str) -> str:
@@ -210,19 +212,8 @@ def _rename(key: str) -> str:
     return key
 
 
-def build_loaded(config: ViTConfig, state: dict[str, torch.Tensor], path: str | Path) -> VisionTransformer:
-    """The model with `state`'s tensors, built without initialising weights that are replaced at once (a
-    ViT-L takes seconds to initialise on a CPU); refuses missing or extra keys and other shapes."""
+def build_loaded(config: ViTConfig, state: dict[str, torch.Tensor], path: str | Path, what: str) -> VisionTransformer:
+    """The model with `state`'s tensors, built on the meta device (a ViT-L takes seconds to initialise on a CPU)."""
     with torch.device("meta"):
         model = VisionTransformer(config)
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    extra = sorted(set(state) - set(own))
-    wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
-    if missing or extra or wrong:
-        parts = [f"{len(missing)} missing (e.g. {missing[0]})" if missing else "",
-                 f"{len(extra)} unexpected (e.g. {extra[0]})" if extra else "",
-                 f"{len(wrong)} of another shape (e.g. {wrong[0]})" if wrong else ""]
-        raise ValueError(f"{path}: not the expected checkpoint: {', '.join(p for p in parts if p)} tensors")
-    model.load_state_dict({k: v.float().contiguous() for k, v in state.items()}, strict=True, assign=True)
-    return model.eval()
+    return load_exactly(model, state, path, what)
