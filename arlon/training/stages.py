@@ -136,20 +136,21 @@ def default_train_config(stage: str, cfg: ArlonConfig, recipe: str = DEFAULT_REC
     return table[stage]
 
 
-# Tiny preset, "quick" recipe: `train --all` in under 20 minutes on two CPU cores (16 min 24 s measured
-# cold for world version 2, with two worker processes; per-stage wall times in each manifest), every
-# stage on the fixed pool of 2048 clips. 1500 VAE steps reach 29 dB held-out PSNR on the toy world; the
-# AR chain (ar_vq, AR) and the backbone chain (dit_vq, backbone, injector) take about as long. 1200
-# ar_vq steps: the AR-ratio round trip keeps colour and motion in 97% of held-out videos (600: 94%).
+# Tiny preset, "quick" recipe: `train --all` in under 20 minutes on two CPU cores, with two worker
+# processes (per-stage wall times in each manifest), every stage on the fixed pool of 2048 clips. 1500 VAE
+# steps reach 29 dB held-out PSNR on the toy world. The AR chain (vae, ar_vq, AR) is the critical path: with
+# 1200 ar_vq and 1200 AR steps it took 1382 s of the 23 min 26 s the whole recipe took on world version 3
+# (vae 250 s, ar_vq 482 s, ar 650 s; the backbone chain 1001 s), so both are 900 now (ar_vq at 1200 kept
+# colour and motion through the round trip in 97% of held-out videos, at 600 in 94%).
 # 800 backbone steps instead of 400: held-out flow loss 0.607 -> 0.482, and on 64 held-out prompts
 # `toy_layout_iou` with the AR video 0.156 -> 0.236 (ARLON), 0.097 -> 0.155 (baseline). The DiT side
 # follows Open-Sora: AdamW, grad clip 1, warmup, EMA 0.99 (Open-Sora v1.2 `scripts/train.py`), with a
 # higher learning rate than Open-Sora's fine-tuning because the tiny backbone trains from scratch.
 _TINY_QUICK = {
     "vae": TrainConfig(steps=1500, batch_size=8, lr=3e-3, warmup_steps=50, clip_frames=8, checkpoint_every=200),
-    "ar_vq": TrainConfig(steps=1200, batch_size=32, lr=1e-3, warmup_steps=30, checkpoint_every=200),
+    "ar_vq": TrainConfig(steps=900, batch_size=32, lr=1e-3, warmup_steps=30, checkpoint_every=200),
     "dit_vq": TrainConfig(steps=300, batch_size=32, lr=1e-3, warmup_steps=30, checkpoint_every=200),
-    "ar": TrainConfig(steps=1200, batch_size=16, lr=2e-3, warmup_steps=50, caption_dropout=0.1, checkpoint_every=200),
+    "ar": TrainConfig(steps=900, batch_size=16, lr=2e-3, warmup_steps=50, caption_dropout=0.1, checkpoint_every=200),
     "backbone": TrainConfig(steps=800, batch_size=8, lr=2e-3, warmup_steps=50, ema_decay=0.99, checkpoint_every=100),
     "injector": TrainConfig(steps=120, batch_size=8, lr=3e-3, warmup_steps=20, ema_decay=0.99, checkpoint_every=40),
 }
