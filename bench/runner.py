@@ -222,10 +222,11 @@ def plan_scores(
     `scoring_backends`)."""
     by_id = {prompt.id: prompt for prompt in prompts}
     chosen_metrics = grid.metrics if metrics is None else metrics
-    backends = scoring_backends(store, grid, chosen_metrics, backend)
+    records = {cell.id: store.read_scores(cell.id) for cell in grid.cells}  # read once, used twice
+    backends = scoring_backends(records, chosen_metrics, backend)
     jobs, current, unavailable = [], 0, []
     for cell in grid.cells:
-        stored = {(r["video"], r["metric"]): r.get("key") for r in store.read_scores(cell.id)}
+        stored = {(r["video"], r["metric"]): r.get("key") for r in records[cell.id]}
         units = []
         for prompt in prompts:
             for k in range(grid.samples_per_prompt):
@@ -247,13 +248,13 @@ def plan_scores(
     return jobs, current, unavailable
 
 
-def scoring_backends(store: RunStore, grid: Grid, metrics: Sequence[str], backend: str | None = None) -> dict[str, str]:
+def scoring_backends(records: Mapping[str, list[dict]], metrics: Sequence[str], backend: str | None = None) -> dict[str, str]:
     """{metric: the backend that scores it}: `backend` for the metrics it computes; else the backend every
     stored score of the metric in this run was made with (a run scored with `--backend native` stays native
     when it is resumed or extended); else the metric's own."""
     made_with: dict[str, set[str]] = {}
-    for cell in grid.cells:
-        for record in store.read_scores(cell.id):
+    for cell_records in records.values():  # {cell id: its stored score records}
+        for record in cell_records:
             made_with.setdefault(record["metric"], set()).add(record.get("backend"))
     chosen = {}
     for metric in metrics:
