@@ -20,7 +20,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -132,15 +132,21 @@ def folder_videos(folder: str | Path) -> list[VideoToScore]:
     return [VideoToScore(path.stem, path, BenchPrompt(path.stem, re.sub(r"-\d+$", "", path.stem))) for path in paths]
 
 
-def _run(backend: ScoringBackend, videos: Sequence[VideoToScore], dimensions: Sequence[str]) -> BackendRun:
+def _run(backend: ScoringBackend, videos: Sequence[VideoToScore], dimensions: Sequence[str], task: str,
+         progress: Callable[[str, int, int], None] | None) -> BackendRun:
     started = time.perf_counter()
-    values, failures = {}, []
+    values, failures, done = {}, [], 0
+    if progress:
+        progress(task, 0, len(videos))  # the official backend answers for the whole batch at once
     for result in backend.score(videos, dimensions):
         if isinstance(result, MetricFailure):
             failures.append(f"{result.metric}: {result.error}")
             continue
         values.update({(result.video, d): v.value for d, v in result.values.items()})
         failures.extend(f"{result.video} {d}: {e}" for d, e in result.errors.items())
+        done += 1
+        if progress:
+            progress(task, done, len(videos))
     return BackendRun(time.perf_counter() - started, dict(backend.last_seconds), values, failures)
 
 
@@ -150,15 +156,17 @@ def benchmark_scoring(
     env_dir: str | Path | None = None,
     device: str | None = None,
     description: str | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> ScoringPerfReport:
-    """Score `videos` with both backends (official first), every dimension the native backend has by default."""
+    """Score `videos` with both backends (official first), every dimension the native backend has by default;
+    `progress(task, videos done, videos)` per backend."""
     dimensions = list(dimensions or NATIVE_SCORERS.keys())
     missing = [d for d in dimensions if d not in NATIVE_SCORERS.keys()]
     if missing:
         raise BenchError(f"{', '.join(missing)}: no native scorer to compare with (choices: {', '.join(NATIVE_SCORERS.keys())})")
     chosen = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    official = _run(OfficialVBenchBackend(env_dir, device=chosen.type), videos, dimensions)
-    native = _run(NativeVBenchBackend(str(chosen)), videos, dimensions)
+    official = _run(OfficialVBenchBackend(env_dir, device=chosen.type), videos, dimensions, "official VBench", progress)
+    native = _run(NativeVBenchBackend(str(chosen)), videos, dimensions, "native", progress)
     name = torch.cuda.get_device_name(chosen) if chosen.type == "cuda" else "CPU"
     return ScoringPerfReport(
         description or f"{len(videos)} videos", name, torch.get_num_threads(), dimensions, official, native,

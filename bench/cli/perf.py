@@ -14,7 +14,7 @@ from arlon.checkpoints.io import atomic_write_bytes, atomic_write_json, output_f
 from arlon.presets import get_preset
 from bench.cli.console import cli_console, note_text
 from bench.cli.options import DeviceOpt, DtypeOpt, PresetOpt, SetOpt
-from bench.cli.progress import rich_progress
+from bench.cli.progress import rich_progress, task_bars
 from bench.cli.sample import DTYPES, parse_device
 from bench.errors import BenchError
 from bench.overrides import apply_overrides
@@ -128,8 +128,9 @@ def _scoring(videos: str | None, metrics: str | None, num_videos: int, frames: i
             items = synthetic_videos(tmp, num_videos, frames, size)
             description = f"{num_videos} synthetic videos of {frames} frames at {size}x{size}"
         console.print(f"scoring {description} with the official backend, then the native one", soft_wrap=True)
-        report = benchmark_scoring(items, dimensions, device=str(parse_device(device)) if device else None,
-                                   description=f"{len(items)} videos ({description})")
+        with task_bars(console) as progress:
+            report = benchmark_scoring(items, dimensions, device=str(parse_device(device)) if device else None,
+                                       description=f"{len(items)} videos ({description})", progress=progress)
     table = Table(title=f"VBench scoring, {report.videos}, on {report.device}")
     for column in ("dimension", "official s", "native s", "speed-up", "max |diff|"):
         table.add_column(column, justify="left" if column == "dimension" else "right")
