@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from arlon.config import NoiseConfig
+from arlon.global_batch import per_sample
 from arlon.registry import Registry
 
 NOISE_STRATEGIES: Registry[type["NoiseStrategy"]] = Registry("noise strategy")
@@ -66,11 +67,14 @@ class NoiseStrategy(nn.Module, ABC):
     def noisy_feature(self, F_i: Tensor) -> Tensor:
         """The training-time perturbation of the tokens F_i (B, N, D) after an adapter block."""
 
+    # Every draw has one row per sample (shape[0] = B), drawn for the whole global batch of a split
+    # training step (arlon/global_batch.py).
     def _randn(self, shape: tuple[int, ...], like: Tensor, dtype: torch.dtype | None = None) -> Tensor:
-        return torch.randn(shape, generator=self.generator, device=like.device, dtype=dtype or like.dtype)
+        draw = lambda n: torch.randn((n, *shape[1:]), generator=self.generator, device=like.device, dtype=dtype or like.dtype)  # noqa: E731
+        return per_sample(draw, shape[0])
 
     def _rand(self, shape: tuple[int, ...], like: Tensor) -> Tensor:
-        return torch.rand(shape, generator=self.generator, device=like.device)
+        return per_sample(lambda n: torch.rand((n, *shape[1:]), generator=self.generator, device=like.device), shape[0])
 
 
 @NOISE_STRATEGIES.register("none")

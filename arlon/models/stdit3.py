@@ -44,6 +44,7 @@ from arlon.checkpoints.io import check_state_dict
 from arlon.checkpoints.opensora import load_stdit3_state_dict
 from arlon.config import BackboneConfig
 from arlon.errors import MissingWeightsError
+from arlon.global_batch import per_sample
 from arlon.models.layers import (
     Mlp,
     RMSNorm,
@@ -250,7 +251,7 @@ class CaptionEmbedder(nn.Module):
                 f"captions have {length} tokens but backbone.model_max_length is {self.y_embedding.shape[0]}"
             )
         if force_drop_ids is None:
-            drop = torch.rand(y.shape[0], device=y.device) < self.dropout_prob
+            drop = per_sample(lambda n: torch.rand(n, device=y.device), y.shape[0]) < self.dropout_prob  # (B,)
         else:
             drop = force_drop_ids.to(y.device) == 1
         null = self.y_embedding[:length].to(y.dtype)  # the T5 mask is kept, so only the first rows matter

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from arlon.config import ARConfig
+from arlon.global_batch import per_sample
 from arlon.models.ar_transformer import ARTransformer, codes_to_tokens
 from arlon.models.latent_vq import LatentVQVAE
 from arlon.models.text_encoders import TextEncoder
@@ -39,12 +40,12 @@ def train_ar(
     with seeded(train.seed, run.device):
         ar = ARTransformer(cfg, frame_grid).to(run.device)
 
-    def loss_fn(batch, generator: torch.Generator) -> Tensor:
+    def loss_fn(model: ARTransformer, batch, generator: torch.Generator) -> Tensor:
         captions = drop_captions(batch.captions, train.caption_dropout, generator)
         text_emb, text_mask = text_encoder.encode(captions)  # (B, L, D), (B, L)
         with torch.no_grad():
             targets = codes_to_tokens(ar_vq.encode(batch.x), cfg.codebook_size)  # (B, n)
-        _, loss = ar(text_emb.to(run.device), text_mask.to(run.device), targets, targets=targets)
+        _, loss = model(text_emb.to(run.device), text_mask.to(run.device), targets, targets=targets)
         return loss
 
     result = run_training("ar", ar, loss_fn, data, train, run)
@@ -58,7 +59,7 @@ def train_ar(
 
 def drop_captions(captions: list[str], probability: float, generator: torch.Generator) -> list[str]:
     """Replace each caption by "" (the null prompt) with `probability`; one draw per caption, always."""
-    drop = torch.rand(len(captions), generator=generator) < probability
+    drop = per_sample(lambda n: torch.rand(n, generator=generator), len(captions)) < probability  # arlon/global_batch.py
     return ["" if dropped else caption for caption, dropped in zip(captions, drop.tolist())]
 
 

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from arlon.config import BackboneConfig, FlowConfig, VideoConfig
+from arlon.global_batch import per_sample
 from arlon.models.stdit3 import STDiT3
 from arlon.models.text_encoders import TextEncoder
 from arlon.rectified_flow import FrameMaskGenerator, ModelFn, RectifiedFlow
@@ -46,8 +47,8 @@ def train_backbone(
     backbone.to(run.device)
     flow = RectifiedFlow(flow_cfg)
 
-    def loss_fn(batch: Batch, generator: torch.Generator) -> Tensor:
-        return flow_matching_loss(backbone, flow, batch, text_encoder, video, generator, FrameMaskGenerator(generator=generator))
+    def loss_fn(model: STDiT3, batch: Batch, generator: torch.Generator) -> Tensor:
+        return flow_matching_loss(model, flow, batch, text_encoder, video, generator, FrameMaskGenerator(generator=generator))
 
     result = run_training("backbone", backbone, loss_fn, data, train, run)
     if result.ema is not None:
@@ -88,9 +89,10 @@ def flow_matching_loss(
     x0 = batch.x  # (B, C, T, H, W) clean latents
     B, device = x0.shape[0], x0.device
     model_kwargs = dit_model_kwargs(text_encoder, batch.captions, video, device)
-    t = flow.sample_training_timesteps(B, video.height, video.width, video.num_frames, generator=generator)
-    noise = torch.randn(x0.shape, generator=generator).to(device, x0.dtype)
-    mask = masks(B, x0.shape[2]).to(device) if masks is not None else None  # (B, T) True = generated
+    # Each draw is made for the whole global batch of a split step (arlon/global_batch.py).
+    t = per_sample(lambda n: flow.sample_training_timesteps(n, video.height, video.width, video.num_frames, generator=generator), B)
+    noise = per_sample(lambda n: torch.randn((n, *x0.shape[1:]), generator=generator), B).to(device, x0.dtype)
+    mask = per_sample(lambda n: masks(n, x0.shape[2]), B).to(device) if masks is not None else None  # (B, T) True = generated
     return flow.training_loss(model_fn, x0, model_kwargs, mask=mask, noise=noise, t=t.to(device)).mean()
 
 

@@ -62,6 +62,7 @@ from arlon.models.video_vae import OpenSoraVAE, VideoVAE, build_video_vae
 from arlon.training.ar import train_ar
 from arlon.training.backbone import train_backbone
 from arlon.training.common import Checkpointer, RunContext, StageOutput, TrainConfig, TrainProgress
+from arlon.training.distributed import SINGLE, Distributed, device_for
 from arlon.training.data import (
     STREAM_CLIPS,
     ClipPool,
@@ -112,9 +113,11 @@ def state_dict_sha256(module: nn.Module) -> str:
 
 
 def train_key_fields(train: TrainConfig) -> dict:
-    """The TrainConfig fields that change the weights (how often states are saved does not)."""
+    """The TrainConfig fields that change the weights. How often states are saved does not, nor how each
+    step's global batch is cut into micro-batches (to rounding: arlon/global_batch.py)."""
     fields = dataclasses.asdict(train)
     fields.pop("checkpoint_every")
+    fields.pop("micro_batch_size")
     return fields
 
 
@@ -139,6 +142,7 @@ class TrainingSession:
     Upstream stages are ensured first, so `ensure("injector")` trains whatever it needs.
     `use_shipped=False` ignores the package's shipped checkpoints (`arlon/weights/`), so that every
     stage missing from the cache trains here: how the shipped weights are re-created and checked.
+    Under torchrun (`dist`), every rank makes the same calls; only rank 0 writes to the cache.
     """
 
     def __init__(
@@ -151,13 +155,15 @@ class TrainingSession:
         device: torch.device | str | None = None,
         progress: TrainProgress | None = None,
         use_shipped: bool = True,
+        dist: Distributed = SINGLE,
     ):
         self.cfg = cfg.validate()
+        self.dist = dist  # under torchrun: every rank trains, rank 0 writes (arlon/training/distributed.py)
         self.use_shipped = use_shipped
         self.data = data
         self.train_overrides = dict(train or {})
         self.root = check_output_dir(cache_root(cache_dir), "the training cache (ARLON_CACHE_DIR)")
-        self.device = torch.device(device) if device is not None else default_device()
+        self.device = device_for(dist, torch.device(device) if device is not None else None)
         self.progress = progress
         self._text_encoder: TextEncoder | None = None
         self.trained: dict[str, TrainedStage] = {}
@@ -310,8 +316,13 @@ class TrainingSession:
             return self._pools[split]
         spec = self.pool_spec(split)
         directory = self.root / "latents" / hash_json(spec)
-        pool = self._cached_pool(directory)
-        if pool is None:
+        pool = self._cached_pool(directory) if self.dist.is_main else None
+        if not self.dist.is_main:
+            self.dist.barrier()  # rank 0 finds or encodes the pool
+            pool = self._cached_pool(directory)
+            if pool is None:
+                raise CorruptFileError(f"{directory}: rank 0 wrote no readable latent pool there")
+        elif pool is None:
             vae = self.load("vae").to(self.device).eval()
 
             def report(done: int, total: int) -> None:
@@ -322,6 +333,8 @@ class TrainingSession:
             save_safetensors({"latents": pool.x.contiguous()}, directory / "latents.safetensors")
             # pool.json last: its presence marks a complete pool.
             atomic_write_json(directory / "pool.json", {"captions": pool.captions, "spec": spec})
+        if self.dist.is_main:
+            self.dist.barrier()
         self._pools[split] = pool
         return pool
 
@@ -350,8 +363,10 @@ class TrainingSession:
             vae = self.load("vae").to(self.device).eval()
             # Each seed reads its own stretch of the stream.
             offset = train.seed * (STREAM_CLIPS >> 8)
-            return StreamedLatents(self.stream_source(), vae.encode, train.batch_size, self.device, offset)
-        return TrainingData(self.pool("train"), train.batch_size, train.seed)
+            return StreamedLatents(
+                self.stream_source(), vae.encode, train.batch_size, self.device, offset, self.dist.rank, self.dist.world_size
+            )
+        return TrainingData(self.pool("train"), train.batch_size, train.seed, self.dist.rank, self.dist.world_size)
 
     # -- components -----------------------------------------------------------------------------
 
@@ -378,8 +393,9 @@ class TrainingSession:
     def _train(
         self, stage: str, train: TrainConfig, key: str, directory: Path, upstream: dict[str, TrainedStage]
     ) -> TrainedStage:
+        self.dist.check_stage(stage)
         checkpointer = Checkpointer(directory / "resume")
-        run = RunContext(self.device, checkpointer, self.progress)
+        run = RunContext(self.device, checkpointer, self.progress if self.dist.is_main else None, self.dist)
         started = time.perf_counter()
         output = self._runners[stage](train, run)
         manifest = {
@@ -398,12 +414,15 @@ class TrainingSession:
             "sha256": state_dict_sha256(output.module),
             "weights": "ema" if train.ema_decay > 0 else "final",
             "device": str(self.device),
+            "world_size": self.dist.world_size,
             "wall_s": round(time.perf_counter() - started, 2),
             "torch": torch.__version__,
             **output.record,
         }
-        save_component(directory, stage, output.module, manifest)
-        checkpointer.clear()
+        if self.dist.is_main:
+            save_component(directory, stage, output.module, manifest)
+            checkpointer.clear()
+        self.dist.barrier()
         return TrainedStage(stage, key, directory, manifest, steps_run=output.result.steps_run, cached=False)
 
     def _run_vae(self, train: TrainConfig, run: RunContext) -> StageOutput:
@@ -452,10 +471,6 @@ def ensure_trained(
     """The checkpoint of `stage` for `cfg`, trained (with its dependencies) only if not cached yet."""
     session = TrainingSession(cfg, data=data, train=train, cache_dir=cache_dir, device=device, progress=progress)
     return session.ensure(stage)
-
-
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def link_or_copy(source: Path, target: Path) -> None:

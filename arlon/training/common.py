@@ -12,9 +12,10 @@ docs/opensora-v1.2-notes.md, 'Training recipe'): AdamW (its HybridAdam in AdamW 
 warmup, EMA of the DiT weights with decay 0.99, bf16. We use EMA on the DiT side only (the tiny
 backbone and the injector), where Open-Sora does, and bf16 autocast only on CUDA (CPU runs fp32).
 
-Single process on the CPU or one GPU. The pieces a DDP version needs are already separate: the model,
-optimiser and data are built in one place per stage, the sampler takes rank/world_size, and nothing
-here keeps global state (the loop runs inside `torch.random.fork_rng`, so the caller's RNG is untouched).
+One process on the CPU or one GPU, or several under torchrun (`arlon/training/distributed.py`): the
+loop wraps the model in DDP, splits each rank's share of the global batch into micro-batches
+(`micro_batch_size`, gradient accumulation), and only rank 0 writes training states. Nothing here
+keeps global state (the loop runs inside `torch.random.fork_rng`, so the caller's RNG is untouched).
 """
 
 from __future__ import annotations
@@ -33,7 +34,9 @@ from torch import Tensor, nn
 from arlon.checkpoints.io import atomic_write_json, load_safetensors, read_json, save_safetensors, set_aside
 from arlon.config import AT_LEAST_ONE, DECAY, NON_NEGATIVE, POSITIVE, PROBABILITY, Range, check_range
 from arlon.errors import ArlonError, ConfigError, CorruptFileError
+from arlon.global_batch import BatchRows, global_batch_rows
 from arlon.training.data import Batch, TrainingData
+from arlon.training.distributed import SINGLE, Distributed
 
 
 class TrainingError(ArlonError):
@@ -50,7 +53,10 @@ class TrainConfig:
     """How one stage is trained. Defaults per stage and preset: `arlon.training.stages.default_train_config`."""
 
     steps: int | None = None  # optimiser steps; None where the paper gives no number (must be set)
-    batch_size: int = 8
+    batch_size: int = 8  # the global batch of one optimiser step, over every rank and micro-batch
+    # Gradient accumulation: each rank runs its share of the batch in micro-batches of this many
+    # samples (0 = the whole share at once). Changes memory, not what is trained.
+    micro_batch_size: int = 0
     lr: float = 1e-3  # peak learning rate, reached at the end of the warmup
     warmup_steps: int = 0  # linear warmup from lr / warmup_steps to lr
     min_lr_ratio: float = 0.1  # the cosine decay ends at lr * min_lr_ratio on the last step
@@ -88,6 +94,7 @@ class TrainConfig:
 RECIPE_RANGES: dict[str, Range] = {
     "steps": AT_LEAST_ONE,
     "batch_size": AT_LEAST_ONE,
+    "micro_batch_size": NON_NEGATIVE,  # 0 = no accumulation
     "lr": POSITIVE,
     "warmup_steps": NON_NEGATIVE,
     "min_lr_ratio": PROBABILITY,
@@ -310,8 +317,10 @@ class Checkpointer:
 # The generic loop
 # ----------------------------------------------------------------------------------------------
 
-# (batch, generator) -> scalar loss. Runs under autocast; the model is in train mode.
-LossFn = Callable[[Batch, torch.Generator], Tensor]
+# (model, batch, generator) -> scalar loss, the mean over the batch. `model` is the trained module as
+# the loop runs it (in DDP on several ranks): the loss must call it, not the module it wraps. Runs
+# under autocast; the model is in train mode.
+LossFn = Callable[[nn.Module, Batch, torch.Generator], Tensor]
 # (task, done, total, loss or None): one call per optimiser step; task names the stage.
 TrainProgress = Callable[[str, int, int, float | None], None]
 
@@ -338,6 +347,7 @@ class RunContext:
     device: torch.device
     checkpointer: Checkpointer | None = None
     progress: TrainProgress | None = None
+    dist: Distributed = SINGLE  # this process's rank and the world size (torchrun)
 
 
 @dataclass
@@ -367,68 +377,130 @@ def run_training(
 ) -> TrainResult:
     """Optimise `model`'s trainable parameters for cfg.steps steps of `loss_fn` over `data`.
 
-    Resumes from the newest state of `run.checkpointer` if there is one, saves a state every
-    cfg.checkpoint_every steps and on KeyboardInterrupt, and leaves the final weights (not the EMA)
-    in `model`; the EMA comes back in the result. The caller's RNG state is left untouched.
+    Resumes from the newest state of `run.checkpointer` if there is one (saved on any world size),
+    saves a state every cfg.checkpoint_every steps and on KeyboardInterrupt (rank 0), and leaves the
+    final weights (not the EMA) in `model`; the EMA comes back in the result. `data` yields this
+    rank's share of each global batch. The caller's RNG state is left untouched.
     """
     cfg.validate(task)
-    device, checkpointer, progress = run.device, run.checkpointer, run.progress
+    device, checkpointer, progress, ranks = run.device, run.checkpointer, run.progress, run.dist
+    pieces = batch_pieces(cfg, ranks)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = build_optimizer(params, cfg)
     ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
-    generator = torch.Generator().manual_seed(cfg.seed)  # CPU: the same draws on any device
+    generator = torch.Generator().manual_seed(cfg.seed)  # CPU: the same draws on any device and rank
     state = TrainState(model, optimizer, ema, generator, device)
     cuda_devices = [device] if device.type == "cuda" else []
 
     with torch.random.fork_rng(devices=cuda_devices):
-        torch.manual_seed(cfg.seed)  # the model's own draws (dropout, caption dropout, code restarts)
+        torch.manual_seed(cfg.seed)  # the model's own draws (caption dropout, code restarts), equal on every rank
         if checkpointer is not None:
             checkpointer.restore(state)
         first_step = state.step
         model.train()
+        trained = ranks.wrap(model, device)
         batches = data.batches(start_step=first_step)
         try:
             for step in range(first_step, cfg.steps):
-                loss = _train_step(state, loss_fn, next(batches), step, params, cfg, device)
+                loss = _train_step(state, trained, loss_fn, next(batches), pieces, step, params, cfg, run)
                 state.losses.append(loss)
                 state.step = step + 1
                 if not math.isfinite(loss):
                     raise TrainingError(f"{task}: the loss is {loss} at step {step}; lower train.lr or raise train.warmup_steps")
-                if progress is not None:
+                if progress is not None and ranks.is_main:
                     progress(task, step + 1, cfg.steps, loss)
                 if checkpointer is not None and state.step % cfg.checkpoint_every == 0 and state.step < cfg.steps:
-                    checkpointer.save(state)
+                    _save(checkpointer, state, ranks)
         except KeyboardInterrupt:
-            if checkpointer is not None and state.step > first_step:
+            if checkpointer is not None and state.step > first_step and ranks.is_main:
                 checkpointer.save(state)  # the interrupted run resumes from here
             raise
-    if progress is not None and first_step == cfg.steps:  # nothing left to run: show the stage as done
+    if progress is not None and ranks.is_main and first_step == cfg.steps:  # nothing left to run: show the stage as done
         progress(task, cfg.steps, cfg.steps, state.losses[-1] if state.losses else None)
     return TrainResult(losses=state.losses, steps_run=state.step - first_step, ema=ema)
 
 
+def batch_pieces(cfg: TrainConfig, ranks: Distributed) -> list[BatchRows]:
+    """The micro-batches this rank runs in one step, as rows of the global batch of cfg.batch_size."""
+    if cfg.batch_size % ranks.world_size:
+        raise ConfigError(
+            f"train.batch_size ({cfg.batch_size}) is the global batch: it must divide evenly over the "
+            f"{ranks.world_size} ranks (a multiple of {ranks.world_size})"
+        )
+    share = cfg.batch_size // ranks.world_size
+    micro = cfg.micro_batch_size or share
+    if share % micro:
+        raise ConfigError(
+            f"train.micro_batch_size ({micro}) must divide each rank's share of the batch ({share} = "
+            f"batch_size {cfg.batch_size} / {ranks.world_size} ranks)"
+        )
+    first = ranks.rank * share
+    return [BatchRows(start, start + micro, cfg.batch_size) for start in range(first, first + share, micro)]
+
+
+def _save(checkpointer: Checkpointer, state: TrainState, ranks: Distributed) -> None:
+    """Rank 0 writes the state; every rank goes on once it is complete."""
+    if ranks.is_main:
+        checkpointer.save(state)
+    ranks.barrier()
+
+
 def _train_step(
     state: TrainState,
+    model: nn.Module,
     loss_fn: LossFn,
     batch: Batch,
+    pieces: list[BatchRows],
     step: int,
     params: list[nn.Parameter],
     cfg: TrainConfig,
-    device: torch.device,
+    run: RunContext,
 ) -> float:
-    """One optimiser step: lr for this step, forward under autocast, backward, clip, update, EMA."""
+    """One optimiser step: lr for this step, forward and backward of each micro-batch under autocast
+    (gradients summed, all-reduced by DDP after the last), clip, update, EMA. Returns the global batch's loss.
+
+    Every micro-batch starts from the RNG states the step started with and draws for the whole global
+    batch (arlon/global_batch.py), so the split changes nothing but rounding.
+    """
+    device, ranks = run.device, run.dist
     for group in state.optimizer.param_groups:
         group["lr"] = learning_rate(step, cfg)
-    with autocast_context(device, cfg):
-        loss = loss_fn(batch.to(device), state.generator)
-    loss.backward()
+    start_states = _rng_states(state.generator, device) if len(pieces) > 1 else None
+    offset, weighted_loss = pieces[0].start, 0.0
+    for index, rows in enumerate(pieces):
+        if index > 0:
+            _set_rng_states(state.generator, device, start_states)
+        micro = batch.rows(rows.start - offset, rows.stop - offset)
+        # The loss is a mean over the micro-batch: weighted by its share of the global batch, and by the
+        # world size that DDP's gradient average divides by, the gradients add up to the global batch's.
+        share = rows.size * ranks.world_size / rows.total
+        last = index == len(pieces) - 1
+        sync = contextlib.nullcontext() if last or not ranks.is_distributed else model.no_sync()
+        with sync, global_batch_rows(rows), autocast_context(device, cfg):
+            loss = loss_fn(model, micro.to(device), state.generator)
+            scaled = loss if share == 1 else loss * share
+        scaled.backward()
+        weighted_loss += float(loss.detach()) * rows.size / rows.total
     if cfg.grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
     state.optimizer.step()
     state.optimizer.zero_grad(set_to_none=True)
     if state.ema is not None:
         state.ema.update(state.model)
-    return float(loss.detach())
+    return ranks.mean(weighted_loss * ranks.world_size) if ranks.is_distributed else weighted_loss
+
+
+def _rng_states(generator: torch.Generator, device: torch.device) -> tuple[Tensor, Tensor, Tensor | None]:
+    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    return generator.get_state(), torch.get_rng_state(), cuda
+
+
+def _set_rng_states(generator: torch.Generator, device: torch.device, states) -> None:
+    generator_state, cpu_state, cuda_state = states
+    generator.set_state(generator_state)
+    torch.set_rng_state(cpu_state)
+    if cuda_state is not None:
+        torch.cuda.set_rng_state(cuda_state, device)
 
 
 @contextlib.contextmanager

@@ -70,6 +70,10 @@ class Batch(NamedTuple):
     def to(self, device: torch.device) -> "Batch":
         return Batch(self.x.to(device, non_blocking=True), self.captions, self.indices)
 
+    def rows(self, start: int, stop: int) -> "Batch":
+        """Samples [start, stop) of the batch (a micro-batch)."""
+        return Batch(self.x[start:stop], self.captions[start:stop], self.indices[start:stop])
+
 
 class ClipSource(Protocol):
     """Map-style clips with captions. `spec` is JSON-able and determines the content (cache keys)."""
@@ -87,16 +91,22 @@ class ClipSource(Protocol):
 
 
 class EpochSampler:
-    """Index batches of one epoch, like DistributedSampler + BatchSampler with drop_last.
+    """Index batches of one epoch, like DistributedSampler + BatchSampler with drop_last, split by global batch.
 
-    The permutation of range(size) is drawn from seed + epoch; rank r of world_size takes every
-    world_size-th index starting at r. Call `set_epoch` before iterating each epoch.
+    The permutation of range(size) is drawn from seed + epoch and cut into global batches of
+    `batch_size`; rank r of world_size takes the r-th contiguous 1/world_size of each. So global batch
+    s holds the same clips on any world size (what lets a run resume on another one), and one rank
+    (world_size 1) reads whole batches. Call `set_epoch` before iterating each epoch.
     """
 
     def __init__(self, size: int, batch_size: int, seed: int, shuffle: bool = True, rank: int = 0, world_size: int = 1):
-        if size // world_size < batch_size:
+        if batch_size % world_size:
             raise ConfigError(
-                f"train.batch_size ({batch_size}) is larger than the {size} clips available per process; "
+                f"train.batch_size ({batch_size}) is the global batch: it must divide evenly over the {world_size} ranks"
+            )
+        if size < batch_size:
+            raise ConfigError(
+                f"train.batch_size ({batch_size}) is larger than the {size} clips available; "
                 "lower it or add clips (data num_train_clips)"
             )
         self.size, self.batch_size, self.seed = size, batch_size, seed
@@ -107,16 +117,18 @@ class EpochSampler:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return (self.size // self.world_size) // self.batch_size
+        """Global batches per epoch (every rank reads as many)."""
+        return self.size // self.batch_size
 
     def __iter__(self) -> Iterator[list[int]]:
         if self.shuffle:
             order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed + self.epoch))
         else:
             order = torch.arange(self.size)
-        mine = order[self.rank :: self.world_size].tolist()
+        share = self.batch_size // self.world_size
         for start in range(0, len(self) * self.batch_size, self.batch_size):
-            yield mine[start : start + self.batch_size]
+            first = start + self.rank * share
+            yield order[first : first + share].tolist()
 
 
 class TrainingData:
@@ -275,10 +287,11 @@ class ClipPool:
 class StreamedLatents:
     """An endless stream of clips never seen before, encoded by the video VAE as they are read.
 
-    Batch s of rank r holds clips (s * world_size + r) * B .. + B - 1 of `source` (a toy world as long
-    as a run can read; `stream_offset` moves the whole stream), so a stage that trains longer sees more
-    clips instead of the same ones again, and a resumed run sees the batches an uninterrupted one would.
-    Yields `Batch`es of latents like `TrainingData` over a latent pool.
+    Global batch s holds clips s * B .. s * B + B - 1 of `source` (B = `batch_size`, the global batch;
+    a toy world as long as a run can read; `stream_offset` moves the whole stream), rank r of
+    world_size the r-th contiguous 1/world_size of it. So a stage that trains longer sees more clips
+    instead of the same ones again, and a resumed run (on any world size) sees the batches an
+    uninterrupted one would. Yields `Batch`es of latents like `TrainingData` over a latent pool.
     """
 
     def __init__(
@@ -298,8 +311,9 @@ class StreamedLatents:
     def batches(self, start_step: int = 0) -> Iterator[Batch]:
         step = start_step
         while True:
-            first = self.stream_offset + (step * self.world_size + self.rank) * self.batch_size
-            indices = list(range(first, first + self.batch_size))
+            share = self.batch_size // self.world_size
+            first = self.stream_offset + step * self.batch_size + self.rank * share
+            indices = list(range(first, first + share))
             if indices[-1] >= len(self.source):
                 raise ConfigError(f"the clip stream ran out at clip {indices[-1]}: the source holds {len(self.source)}")
             clips = collate(self.source, indices)

@@ -57,9 +57,9 @@ def train_injector(
         injector = SemanticInjector(cfg, noise, backbone).to(run.device)
     flow = RectifiedFlow(flow_cfg)
 
-    def loss_fn(batch: Batch, generator: torch.Generator) -> Tensor:
+    def loss_fn(model: SemanticInjector, batch: Batch, generator: torch.Generator) -> Tensor:
         F = conditions[batch.indices].to(run.device)
-        model_fn = partial(backbone, injection=injector(F))
+        model_fn = partial(backbone, injection=model(F))
         return flow_matching_loss(model_fn, flow, batch, text_encoder, video, generator, FrameMaskGenerator(generator=generator))
 
     result = run_training("injector", injector, loss_fn, data, train, run)

@@ -36,9 +36,9 @@ def train_vae(cfg: VAEConfig, data: TrainingData, heldout: ClipSource, train: Tr
     with seeded(train.seed, run.device):
         vae = build_video_vae(cfg).to(run.device)
 
-    def loss_fn(batch, generator: torch.Generator) -> Tensor:
+    def loss_fn(model: TinyVAE, batch, generator: torch.Generator) -> Tensor:
         video = random_frame_crop(batch.x, train.clip_frames, generator)  # (B, 3, clip_frames, H, W)
-        return vae.loss(video, generator=generator).total
+        return model.loss(video, generator=generator).total
 
     result = run_training("vae", vae, loss_fn, data, train, run)
     vae.eval()

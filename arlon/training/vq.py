@@ -26,8 +26,8 @@ def train_latent_vq(
     with seeded(train.seed, run.device):
         vq = LatentVQVAE(cfg).to(run.device)
 
-    def loss_fn(batch, generator: torch.Generator) -> Tensor:
-        loss, _ = vq.loss(batch.x)  # (B, C, T', H', W') latents
+    def loss_fn(model: LatentVQVAE, batch, generator: torch.Generator) -> Tensor:
+        loss, _ = model.loss(batch.x)  # (B, C, T', H', W') latents
         return loss
 
     result = run_training(stage, vq, loss_fn, data, train, run)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 from typing import Annotated, Optional
@@ -12,6 +13,7 @@ from arlon.checkpoints.io import check_output_dir
 from arlon.presets import get_preset
 from arlon.training import DataConfig, TrainConfig, TrainingSession, default_train_config, stages_for
 from arlon.training.cache import TrainedStage
+from arlon.training.distributed import Distributed, from_environment, shutdown
 from arlon.training.stages import DEFAULT_RECIPE, check_stage
 from bench.cli.console import cli_console, error_text
 from bench.cli.options import DeviceOpt, PresetOpt, SetOpt
@@ -37,6 +39,8 @@ EXAMPLES = """Examples:
   arlon-bench train --stage vae --steps 20 --set train.batch_size=4 --set data.num_train_clips=64
 
   arlon-bench train --all --data clips.csv --out checkpoints/
+
+  torchrun --nproc_per_node 8 --no-python arlon-bench train --preset paper --stage injector --data clips.csv
 
 Checkpoints are cached under $ARLON_CACHE_DIR (default ~/.cache/arlon-bench), keyed by everything that determines them; an interrupted stage resumes where it stopped when the same command runs again.
 """
@@ -115,6 +119,10 @@ def train(
     recipes.update(stage_recipes(cfg, asked, train_overrides, recipe))
     console = cli_console()
     torch_device = parse_device(device)
+    ranks = from_environment()
+    if ranks.is_distributed:
+        train_under_torchrun(cfg, asked, recipes, data_cfg, torch_device, shipped, ranks, console)
+        return
     runner = make_executor(executor, workers=workers, device=str(torch_device) if torch_device else None)
     try:
         with task_bars(console) as progress:
@@ -143,6 +151,24 @@ def train(
         for _, variant in variants:
             variant.gather_variant("injector", checkpoint_dir)
         console.print(f"checkpoints: {checkpoint_dir}  (arlon-bench sample --checkpoint {checkpoint_dir} ...)", soft_wrap=True)
+
+
+def train_under_torchrun(cfg, stages, recipes, data_cfg, device, shipped, ranks: Distributed, console) -> None:
+    """Every rank trains `stages` in this process, one after the other (no executor: torchrun started
+    the processes); rank 0 shows the progress and the summary (arlon/training/distributed.py)."""
+    try:
+        with task_bars(console) if ranks.is_main else contextlib.nullcontext() as progress:
+            session = TrainingSession(
+                cfg, data=data_cfg, train=recipes, device=device, use_shipped=shipped, dist=ranks, progress=progress
+            )
+            done = [session.ensure(name) for name in stages]
+        if ranks.is_main:
+            console.print(f"{ranks.world_size} ranks, global batch per stage: "
+                          + ", ".join(f"{name} {recipes[name].batch_size}" for name in stages), soft_wrap=True)
+            for stage in done:
+                console.print(summary_line(stage, trained_now=not stage.cached), soft_wrap=True)
+    finally:
+        shutdown()
 
 
 # The grid of the README's main command per preset. `train --preset tiny --all` with the shipped

@@ -82,7 +82,7 @@ def test_a_recipe_of_zero_steps_is_refused_not_trained_as_untrained_weights():
     # The loop itself refuses too: a notebook calling it directly gets no untrained "result".
     model = torch.nn.Linear(2, 2)
     with pytest.raises(ConfigError, match="train.mlp.steps = 0"):
-        run_training("mlp", model, lambda batch, gen: model.weight.sum(), None, TrainConfig(steps=0), RunContext(torch.device("cpu")))
+        run_training("mlp", model, lambda module, batch, gen: model.weight.sum(), None, TrainConfig(steps=0), RunContext(torch.device("cpu")))
 
 
 def test_a_data_config_out_of_range_cannot_be_made():

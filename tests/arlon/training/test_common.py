@@ -71,8 +71,8 @@ def test_checkpointer_keeps_the_newest_complete_state(tmp_path, make_latent_pool
     pool = make_latent_pool(8)
     checkpointer = Checkpointer(tmp_path)
 
-    def loss_fn(batch, generator):
-        return model(batch.x.flatten(1)[:, :2]).pow(2).mean()
+    def loss_fn(module, batch, generator):
+        return module(batch.x.flatten(1)[:, :2]).pow(2).mean()
 
     run_training("linear", model, loss_fn, TrainingData(pool, 2, seed=0), cfg, RunContext(CPU, checkpointer))
     assert checkpointer.steps() == [4]  # saved at 2 and 4 (not at the end); older states deleted
@@ -140,8 +140,8 @@ def test_training_leaves_the_callers_rng_alone(make_latent_pool):
     model = nn.Sequential(nn.Linear(2, 4), nn.Dropout(0.5), nn.Linear(4, 1))
     cfg = TrainConfig(steps=2, batch_size=2, lr=0.1)
 
-    def loss_fn(batch, generator):
-        return model(batch.x.flatten(1)[:, :2]).pow(2).mean()
+    def loss_fn(module, batch, generator):
+        return module(batch.x.flatten(1)[:, :2]).pow(2).mean()
 
     torch.manual_seed(7)
     expected = torch.rand(3)

@@ -28,9 +28,16 @@ def test_sampler_is_a_function_of_seed_and_epoch():
     assert list(sampler) != first
 
 
-def test_sampler_splits_an_epoch_over_ranks():
-    shards = [list(itertools.chain(*EpochSampler(12, 2, seed=0, rank=r, world_size=3))) for r in range(3)]
-    assert sorted(itertools.chain(*shards)) == list(range(12))
+def test_sampler_splits_each_global_batch_over_ranks():
+    """batch_size is the global batch: rank r reads the r-th third of each of one process's batches."""
+    whole = list(EpochSampler(12, 6, seed=0))
+    ranks = [list(EpochSampler(12, 6, seed=0, rank=r, world_size=3)) for r in range(3)]
+    assert all(len(batches) == len(whole) == 2 for batches in ranks)
+    for step, batch in enumerate(whole):
+        assert list(itertools.chain(*(ranks[r][step] for r in range(3)))) == batch
+    assert sorted(itertools.chain(*whole)) == list(range(12))
+    with pytest.raises(ConfigError, match="divide evenly over the 4 ranks"):
+        EpochSampler(12, 6, seed=0, rank=0, world_size=4)
 
 
 def test_batches_from_any_step_continue_the_same_stream(make_latent_pool):
@@ -94,8 +101,8 @@ def test_streamed_latents_read_each_clip_once_and_resume_exactly(square_clips):
     resumed = next(stream.batches(3))
     assert torch.equal(resumed.x, first[3].x) and resumed.captions == first[3].captions
     assert torch.equal(first[1].x[0], encode(source.clip(4)[0][None])[0])
-    other_rank = StreamedLatents(source, encode, 4, torch.device("cpu"), rank=1, world_size=2)
-    assert next(other_rank.batches(0)).indices.tolist() == [4, 5, 6, 7]
+    other_rank = StreamedLatents(source, encode, 8, torch.device("cpu"), rank=1, world_size=2)  # global batch 8
+    assert [batch.indices.tolist() for batch in itertools.islice(other_rank.batches(0), 2)] == [[4, 5, 6, 7], [12, 13, 14, 15]]
     shifted = StreamedLatents(source, encode, 4, torch.device("cpu"), stream_offset=40)
     assert next(shifted.batches(0)).indices.tolist() == [40, 41, 42, 43]
     with pytest.raises(ConfigError, match="ran out"):
