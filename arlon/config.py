@@ -117,10 +117,16 @@ class ARConfig:
     # grid of one AR frame, `ArlonConfig.ar_frame_grid`)
     position: str = "learned"
     rope_base: float = 100.0  # rotary frequencies base^(-2i/d) per axis; the grids are short (<= 64)
+    # Rows of the token embedding (0 = exactly the K codes + <FRAME> + <EOS>). A language-model-sized
+    # vocabulary of which only those K + 2 rows are ever fed or sampled: how the paper preset reaches
+    # Table 4's 192M (docs/paper-preset.md, "AR size").
+    padded_vocab_size: int = 0
+    tie_embeddings: bool = False  # the output head reuses the token embedding (GPT-2's weight tying)
 
     @property
     def vocab_size(self) -> int:
-        return self.codebook_size + 2
+        """Rows of the embedding and logits of the head: the K codes, <FRAME>, <EOS> and any padding."""
+        return max(self.codebook_size + 2, self.padded_vocab_size)
 
 
 @dataclass(frozen=True)
@@ -251,6 +257,11 @@ class ArlonConfig:
             raise ConfigError(
                 f"backbone.in_channels ({bb.in_channels}) must equal vae.latent_channels ({self.vae.latent_channels})"
             )
+        if 0 < self.ar.padded_vocab_size < self.ar.codebook_size + 2:
+            raise ConfigError(
+                f"ar.padded_vocab_size ({self.ar.padded_vocab_size}) must be 0 or at least ar.codebook_size + 2 "
+                f"({self.ar.codebook_size + 2}: the codes, <FRAME> and <EOS>)"
+            )
         if self.ar.codebook_size != self.ar_vq.codebook_size:
             raise ConfigError(
                 f"ar.codebook_size ({self.ar.codebook_size}) must equal ar_vq.codebook_size ({self.ar_vq.codebook_size})"
@@ -353,7 +364,7 @@ FIELD_RANGES: dict[type, dict[str, Range]] = {
     ARConfig: {
         "n_layer": AT_LEAST_ONE, "n_head": AT_LEAST_ONE, "n_embd": AT_LEAST_ONE, "n_ffn": AT_LEAST_ONE,
         "dropout": DECAY, "codebook_size": AT_LEAST_ONE, "text_dim": AT_LEAST_ONE, "max_text_tokens": AT_LEAST_ONE,
-        "max_video_tokens": AT_LEAST_ONE, "rope_base": Range(1, low_open=True),
+        "max_video_tokens": AT_LEAST_ONE, "rope_base": Range(1, low_open=True), "padded_vocab_size": NON_NEGATIVE,
     },
     ARSamplingConfig: {"temperature": POSITIVE, "top_k": AT_LEAST_ONE, "top_p": Range(0, 1, low_open=True), "cfg_scale": NON_NEGATIVE},
     BackboneConfig: {

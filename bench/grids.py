@@ -73,6 +73,7 @@ from bench.metrics import METRICS
 from bench.overrides import coerce, parse_override
 from bench.prompts import (
     PROMPT_RANGES,
+    VBENCH_PACKAGE_PREFIX,
     PROMPT_SETS,
     BenchPrompt,
     PromptSetConfig,
@@ -119,7 +120,7 @@ class Cell:
         return {
             "config": self.config.to_dict(),
             "baseline": self.is_baseline,
-            "train": {stage: train_key_fields(recipe) for stage, recipe in self.recipes},
+            "train": {stage: train_key_fields(recipe, self.data) for stage, recipe in self.recipes},
             "data": dataclasses.asdict(self.data),
         }
 
@@ -721,7 +722,7 @@ def _prompt_config(
         else:
             reader.add(("prompts", "kind"), PROMPT_SETS.unknown_key_message(cfg.kind))
         return cfg, None
-    if cfg.path is not None:
+    if cfg.path is not None and not cfg.path.startswith(VBENCH_PACKAGE_PREFIX):
         path = Path(cfg.path).expanduser()
         if not path.is_absolute():
             source = Path(reader.locate(("prompts", "path"))[0])
@@ -736,7 +737,12 @@ def _prompt_config(
     try:
         return cfg, load_prompts(cfg)
     except BenchError as err:
-        reader.add(("prompts",), str(err))
+        if cfg.path is not None and cfg.path.startswith(VBENCH_PACKAGE_PREFIX):
+            # VBench's own prompt file comes with the VBench environment, which a machine that only lists or
+            # validates grids may lack: a warning here; a run stops before any work until it is set up.
+            reader.warn_at(("prompts", "path"), str(err))
+        else:
+            reader.add(("prompts",), str(err))
     return cfg, None
 
 

@@ -181,9 +181,26 @@ def _unique(prompts: list[BenchPrompt]) -> list[BenchPrompt]:
     return list(kept.values())
 
 
+# `prompts.path: vbench:VBench_full_info.json` names a file of the vbench package in the official VBench
+# environment (`arlon-bench vbench setup`): VBench's own prompt suite, which the package ships.
+VBENCH_PACKAGE_PREFIX = "vbench:"
+
+
+def vbench_package_file(name: str) -> Path:
+    """The file `name` of the vbench package installed in the official VBench environment."""
+    from bench.metrics.vbench.env import SETUP_HINT, environment_dir
+
+    found = sorted(environment_dir().glob(f"lib/python*/site-packages/vbench/{name}"))
+    if not found:
+        raise BenchError(f"prompts.path {VBENCH_PACKAGE_PREFIX}{name}: no such file in the VBench environment at {environment_dir()}; {SETUP_HINT}")
+    return found[-1]
+
+
 def _require_path(cfg: PromptSetConfig) -> Path:
     if not cfg.path:
         raise BenchError(f"prompts: kind {cfg.kind!r} reads a file; set prompts.path")
+    if cfg.path.startswith(VBENCH_PACKAGE_PREFIX):
+        return vbench_package_file(cfg.path.removeprefix(VBENCH_PACKAGE_PREFIX))
     path = Path(cfg.path).expanduser()
     if not path.exists():
         raise BenchError(f"prompts.path {str(path)!r}: no such file or folder")

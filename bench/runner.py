@@ -40,6 +40,7 @@ import pandas as pd
 from arlon.config import ArlonConfig
 from arlon.training import DataConfig, TrainConfig
 from arlon.training.cache import cache_root, hash_json, train_key_fields
+from arlon.training.shards import is_prepared
 from arlon.training.stages import RECIPE_VERSIONS, check_trained_here, is_trained_here, stage_configs, stage_dependencies
 from bench.errors import BenchError
 from bench.executors import Executor, make_executor
@@ -171,6 +172,8 @@ def _unit_needs(cell: Cell, stage: str) -> tuple[str, ...]:
     if stage == LATENTS:
         return ("vae",) if is_trained_here("vae", cell.config) else ()
     needs = stage_dependencies(stage, cell.config)
+    if is_prepared(cell.data.source):  # latents already encoded: no pool to make, no VAE to run
+        return tuple(need for need in needs if need != "vae")
     return needs if stage == "vae" else (*needs, LATENTS)
 
 
@@ -200,7 +203,7 @@ def _unit_id(cell: Cell, stage: str, upstream: dict[str, str]) -> str:
             "stage": stage,
             "recipe": RECIPE_VERSIONS[stage],
             "configs": stage_configs(stage, cfg),
-            "train": train_key_fields(cell.recipe(stage)),
+            "train": train_key_fields(cell.recipe(stage), cell.data),
             "data": dataclasses.asdict(cell.data),
             "upstream": upstream,
         }

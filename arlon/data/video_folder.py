@@ -244,18 +244,34 @@ class VideoTextDataset(Dataset):
         self.bad_rows.append(BadRow(row=row, path=str(self.video_path(row)), reason=reason))
         logger.warning("skipping row %d of %s: %s", row, self.csv_path, reason)
 
-    def _load_row(self, row: int) -> dict:
+    def _stride(self, path: Path, source_fps: float) -> int:
+        if self.target_fps is None:
+            return self.frame_interval
+        if source_fps > 0:
+            return stride_for_fps(source_fps, self.target_fps)
+        raise VideoDecodeError(f"{path}: the file records no frame rate, so target_fps cannot pick a stride; use frame_interval")
+
+    def available_frames(self, row: int) -> int:
+        """Clip frames the video on `row` holds at this dataset's stride (VideoDecodeError when unreadable):
+        how long a clip of it can be without repeating its last frame (length buckets, arlon/training/shards.py)."""
         path = self.video_path(row)
         try:
             num_source_frames, source_fps = probe_video(path)
-            if self.target_fps is None:
-                stride = self.frame_interval
-            elif source_fps > 0:
-                stride = stride_for_fps(source_fps, self.target_fps)
-            else:
-                raise VideoDecodeError(f"{path}: the file records no frame rate, so target_fps cannot pick a stride; use frame_interval")
+            return (num_source_frames - 1) // self._stride(path, source_fps) + 1
+        except VideoDecodeError as err:
+            raise VideoDecodeError(f"row {row} of {self.csv_path}: {err}") from None
+
+    def load_clip(self, row: int, num_frames: int | None = None) -> dict:
+        """The item of `row` (no skip_bad replacement) with `num_frames` frames instead of the dataset's."""
+        return self._load_row(row, num_frames)
+
+    def _load_row(self, row: int, num_frames: int | None = None) -> dict:
+        path = self.video_path(row)
+        try:
+            num_source_frames, source_fps = probe_video(path)
+            stride = self._stride(path, source_fps)
             crop_rng = np.random.default_rng([self.seed, self.epoch, row, 0]) if self.random_start else None
-            indices = sample_frame_indices(num_source_frames, self.num_frames, stride, crop_rng)
+            indices = sample_frame_indices(num_source_frames, num_frames or self.num_frames, stride, crop_rng)
             frames, _ = read_video_frames(path, indices)  # (T, H, W, 3) uint8
         except VideoDecodeError as err:
             raise VideoDecodeError(f"row {row} of {self.csv_path}: {err}") from None

@@ -326,7 +326,8 @@ class ARTransformer(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.ln_f = nn.LayerNorm(cfg.n_embd)
-        self.head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        # Tied: the logits are hidden @ code_emb.weight.T, and the state dict has no head entry.
+        self.head = None if cfg.tie_embeddings else nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
         self.initialize_weights()
 
     def initialize_weights(self) -> None:
@@ -341,6 +342,12 @@ class ARTransformer(nn.Module):
             if name.endswith("c_proj.weight"):
                 nn.init.normal_(param, mean=0.0, std=0.02 / math.sqrt(2 * self.cfg.n_layer))
         nn.init.normal_(self.start, mean=0.0, std=0.02)
+
+    def logits(self, hidden: Tensor) -> Tensor:
+        """(..., D) final hidden states -> (..., V) logits over the whole (padded) vocabulary."""
+        if self.head is None:
+            return F.linear(hidden, self.code_emb.weight)
+        return self.head(hidden)
 
     # -- layout helpers bound to this vocabulary ------------------------------------------------
 
@@ -424,7 +431,7 @@ class ARTransformer(nn.Module):
         x = self.drop(torch.cat([self._embed_text(text_emb), visual], dim=1))  # (B, L + n, D)
         key_valid = torch.cat([text_mask.bool(), text_mask.new_ones(B, n, dtype=torch.bool)], dim=1)
         hidden = self._run_blocks(x, key_valid, 0, None, self._rotary(L, 0, n))  # (B, L + n, D)
-        logits = self.head(hidden[:, L:])  # (B, n, V): only the visual positions
+        logits = self.logits(hidden[:, L:])  # (B, n, V): only the visual positions
         loss = None
         if targets is not None:
             loss = F.cross_entropy(
@@ -501,7 +508,7 @@ class ARTransformer(nn.Module):
             if forced is not None:
                 next_token = torch.full((B,), forced, dtype=torch.long, device=device)
             else:
-                logits = self.head(hidden).float()  # (rows, V)
+                logits = self.logits(hidden).float()  # (rows, V)
                 if use_cfg:
                     cond, null = logits.chunk(2)
                     logits = guided_logits(cond, null, sampling.cfg_scale)  # (B, V)

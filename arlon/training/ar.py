@@ -19,7 +19,7 @@ from arlon.models.ar_transformer import ARTransformer, codes_to_tokens
 from arlon.models.latent_vq import LatentVQVAE
 from arlon.models.text_encoders import TextEncoder
 from arlon.training.common import RunContext, StageOutput, TrainConfig, run_training, seeded
-from arlon.training.data import ClipPool, StreamedLatents, TrainingData
+from arlon.training.data import ClipPool, Stream
 from arlon.training.vq import encode_codes
 
 EVAL_BATCH = 32
@@ -29,11 +29,12 @@ def train_ar(
     cfg: ARConfig,
     text_encoder: TextEncoder,
     ar_vq: LatentVQVAE,
-    data: TrainingData | StreamedLatents,
+    data: Stream,
     heldout: ClipPool,
     train: TrainConfig,
     run: RunContext,
     frame_grid: tuple[int, int] | None = None,
+    trained_grid: tuple[int, int, int] | None = None,
 ) -> StageOutput:
     """Train an ARTransformer (`frame_grid`: `ArlonConfig.ar_frame_grid`, for factorised positions) on the AR-ratio codes of `data`'s latents; report held-out cross-entropy."""
     ar_vq.eval()
@@ -54,7 +55,9 @@ def train_ar(
     heldout_tokens = codes_to_tokens(heldout_codes, cfg.codebook_size)
     metrics = {**result.loss_metrics(), **heldout_metrics(ar, text_encoder, heldout.captions, heldout_tokens, run.device)}
     # Positions past this grid never received a gradient: long videos sample within it (arlon/pipelines/long_video.py).
-    return StageOutput(ar, metrics, result, record={"trained_grid": list(heldout_codes.shape[1:])})
+    # `trained_grid`: the longest grid of length-bucketed data; else every clip has the held-out clips' grid.
+    grid = list(trained_grid) if trained_grid is not None else list(heldout_codes.shape[1:])
+    return StageOutput(ar, metrics, result, record={"trained_grid": grid})
 
 
 def drop_captions(captions: list[str], probability: float, generator: torch.Generator) -> list[str]:

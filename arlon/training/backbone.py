@@ -90,7 +90,8 @@ def flow_matching_loss(
     B, device = x0.shape[0], x0.device
     model_kwargs = dit_model_kwargs(text_encoder, batch.captions, video, device)
     # Each draw is made for the whole global batch of a split step (arlon/global_batch.py).
-    t = per_sample(lambda n: flow.sample_training_timesteps(n, video.height, video.width, video.num_frames, generator=generator), B)
+    num_frames = batch.num_frames or video.num_frames  # pixel frames: the timestep shift depends on the length
+    t = per_sample(lambda n: flow.sample_training_timesteps(n, video.height, video.width, num_frames, generator=generator), B)
     noise = per_sample(lambda n: torch.randn((n, *x0.shape[1:]), generator=generator), B).to(device, x0.dtype)
     mask = per_sample(lambda n: masks(n, x0.shape[2]), B).to(device) if masks is not None else None  # (B, T) True = generated
     return flow.training_loss(model_fn, x0, model_kwargs, mask=mask, noise=noise, t=t.to(device)).mean()

@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import shutil
 import time
@@ -53,26 +54,37 @@ from arlon.checkpoints.io import (
     tensors_sha256,
 )
 from arlon.config import ArlonConfig
-from arlon.errors import CorruptFileError
+from arlon.errors import ConfigError, CorruptFileError
 from arlon.models.ar_transformer import ARTransformer
 from arlon.models.latent_vq import LatentVQVAE
 from arlon.models.stdit3 import STDiT3
 from arlon.models.text_encoders import TextEncoder, build_text_encoder
-from arlon.models.video_vae import OpenSoraVAE, VideoVAE, build_video_vae
+from arlon.models.video_vae import OpenSoraVAE, build_video_vae
 from arlon.training.ar import train_ar
 from arlon.training.backbone import train_backbone
-from arlon.training.common import Checkpointer, RunContext, StageOutput, TrainConfig, TrainProgress
+from arlon.training.common import Checkpointer, RunContext, StageOutput, TrainConfig, TrainProgress, seeded
 from arlon.training.distributed import SINGLE, Distributed, device_for
+from arlon.training.shards import (
+    SHARD_SIZE,
+    PreparedShards,
+    ShardedLatents,
+    frame_buckets,
+    is_prepared,
+    prepare_shards,
+    read_index,
+)
 from arlon.training.data import (
     STREAM_CLIPS,
     ClipPool,
     ClipSource,
     DataConfig,
+    Stream,
     StreamedLatents,
     ToyWorldClips,
     TrainingData,
     build_clip_source,
     encode_pool,
+    length_source,
 )
 from arlon.training.injection import train_injector
 from arlon.training.stages import (
@@ -112,12 +124,17 @@ def state_dict_sha256(module: nn.Module) -> str:
     return tensors_sha256(module.state_dict())
 
 
-def train_key_fields(train: TrainConfig) -> dict:
+def train_key_fields(train: TrainConfig, data: DataConfig | None = None) -> dict:
     """The TrainConfig fields that change the weights. How often states are saved does not, nor how each
-    step's global batch is cut into micro-batches (to rounding: arlon/global_batch.py)."""
+    step's global batch is cut into micro-batches (to rounding: arlon/global_batch.py), nor whether the
+    backbone's activations are recomputed. `num_clips` counts unless it names the data's own size
+    (`data.num_train_clips`, or 0 for it), which keeps the keys made before the field existed."""
     fields = dataclasses.asdict(train)
     fields.pop("checkpoint_every")
     fields.pop("micro_batch_size")
+    fields.pop("activation_checkpointing")
+    if train.num_clips in (0, data.num_train_clips if data is not None else 0):
+        fields.pop("num_clips")
     return fields
 
 
@@ -143,6 +160,7 @@ class TrainingSession:
     `use_shipped=False` ignores the package's shipped checkpoints (`arlon/weights/`), so that every
     stage missing from the cache trains here: how the shipped weights are re-created and checked.
     Under torchrun (`dist`), every rank makes the same calls; only rank 0 writes to the cache.
+    `random_init=True` builds the released parts (Open-Sora's VAE, STDiT3) with seeded random weights.
     """
 
     def __init__(
@@ -156,8 +174,13 @@ class TrainingSession:
         progress: TrainProgress | None = None,
         use_shipped: bool = True,
         dist: Distributed = SINGLE,
+        random_init: bool = False,
     ):
         self.cfg = cfg.validate()
+        # Released weights (Open-Sora's VAE and STDiT3) replaced by seeded random ones: smoke runs of the
+        # paper preset's training path without them. Part of every key, so nothing trained on random
+        # weights is ever found by a run on the real ones.
+        self.random_init = random_init
         self.dist = dist  # under torchrun: every rank trains, rank 0 writes (arlon/training/distributed.py)
         self.use_shipped = use_shipped
         self.data = data
@@ -167,8 +190,8 @@ class TrainingSession:
         self.progress = progress
         self._text_encoder: TextEncoder | None = None
         self.trained: dict[str, TrainedStage] = {}
-        self._clips: dict[str, ClipSource] = {}
-        self._pools: dict[str, ClipPool] = {}
+        self._clips: dict[object, ClipSource] = {}  # (split, size), or "stream"
+        self._pools: dict[tuple[str, int | None], ClipPool] = {}
         self._runners: dict[str, Callable[[TrainConfig, RunContext], StageOutput]] = {
             "vae": self._run_vae,
             "ar_vq": self._run_ar_vq,
@@ -188,7 +211,7 @@ class TrainingSession:
         check_trained_here(stage, self.cfg)
         if stage in self.trained:
             return self.trained[stage]
-        upstream = {need: self.ensure(need) for need in stage_dependencies(stage, self.cfg)}
+        upstream = {need: self.ensure(need) for need in self.dependencies(stage)}
         train = self.train_config(stage).validate(stage)
         key = self.stage_key(stage, train, upstream)
         directory = self.root / "stages" / stage / key
@@ -205,6 +228,12 @@ class TrainingSession:
             done = self._train(stage, train, key, directory, upstream)
         self.trained[stage] = done
         return done
+
+    def dependencies(self, stage: str) -> tuple[str, ...]:
+        """`stage_dependencies`, less the video VAE when the data is prepared shards: the VAE that encoded
+        them is named by the shards' own spec (part of every key), and nothing reads pixels any more."""
+        needs = stage_dependencies(stage, self.cfg)
+        return tuple(need for need in needs if need != "vae") if self.shards_folder is not None else needs
 
     def _cached_manifest(self, stage: str, key: str, directory: Path) -> dict | None:
         """The manifest of the complete, intact checkpoint of `stage` in the cache folder `directory`,
@@ -227,16 +256,17 @@ class TrainingSession:
 
     def stage_key(self, stage: str, train: TrainConfig, upstream: Mapping[str, TrainedStage]) -> str:
         """Hash of everything that determines the stage's weights (see the module docstring)."""
-        return hash_json(
-            {
-                "stage": stage,
-                "recipe": RECIPE_VERSIONS[stage],
-                "configs": stage_configs(stage, self.cfg),
-                "train": train_key_fields(train),
-                "data": self.data_spec(stage, train),
-                "upstream": {name: done.manifest["sha256"] for name, done in upstream.items()},
-            }
-        )
+        blob = {
+            "stage": stage,
+            "recipe": RECIPE_VERSIONS[stage],
+            "configs": stage_configs(stage, self.cfg),
+            "train": train_key_fields(train, self.data),
+            "data": self.data_spec(stage, train),
+            "upstream": {name: done.manifest["sha256"] for name, done in upstream.items()},
+        }
+        if self.random_init:
+            blob["random_init"] = True
+        return hash_json(blob)
 
     def ensure_all(self) -> list[TrainedStage]:
         return [self.ensure(stage) for stage in stages_for(self.cfg)]
@@ -273,18 +303,77 @@ class TrainingSession:
 
     # -- data -----------------------------------------------------------------------------------
 
-    def clips(self, split: str) -> ClipSource:
-        if split not in self._clips:
-            self._clips[split] = build_clip_source(self.data, self.cfg.video, split)
-        return self._clips[split]
+    @property
+    def shards_folder(self) -> Path | None:
+        """The prepared folder `data.source` names (arlon/training/shards.py), else None."""
+        return Path(self.data.source) if is_prepared(self.data.source) else None
+
+    def frame_buckets(self, min_frames: int, max_frames: int) -> tuple[int, ...]:
+        """The clip lengths in [min_frames, max_frames] whose latents both VQ-VAEs split (`frame_buckets`)."""
+        cfg = self.cfg
+        with torch.device("meta"):
+            vae = build_video_vae(cfg.vae)
+        multiple = math.lcm(cfg.ar_vq.compression[0], cfg.dit_vq.compression[0])
+        return frame_buckets(lambda n: vae.latent_size(n, cfg.video.height, cfg.video.width)[0], multiple, min_frames, max_frames)
+
+    def prepare_shards(
+        self,
+        out: str | os.PathLike,
+        *,
+        min_frames: int,
+        max_frames: int,
+        shard_size: int = SHARD_SIZE,
+        dtype: torch.dtype = torch.float32,
+        num_clips: int | None = None,
+    ) -> PreparedShards:
+        """Encode the training clips of `data` into shards under `out`, at every length bucket in
+        [min_frames, max_frames], and the held-out clips at video.num_frames (`prepare_shards`).
+        `num_clips`: how many training clips (default: every training row of a CSV; the toy world's
+        data.num_train_clips).
+        Train on them with DataConfig(source=out). Resumable; under torchrun the ranks share the shards."""
+        out = check_output_dir(out, "--out")
+        buckets = self.frame_buckets(min_frames, max_frames)
+        vae = self.load("vae").to(self.device).eval()
+        source = length_source(self.data, self.cfg.video, buckets, num_clips)
+        spec = {"clips": source.spec, "vae": self.vae_identity(), "seed": self.data.seed}
+
+        def report(task: str, done: int, total: int) -> None:
+            if self.progress is not None:
+                self.progress(task, done, total, None)
+
+        prepared = prepare_shards(
+            source, vae.encode, out, buckets, spec, shard_size=shard_size, dtype=dtype, device=self.device,
+            ranks=self.dist, progress=report,
+        )
+        heldout = self.pool("heldout")
+        if self.dist.is_main:
+            save_safetensors({"latents": heldout.x.contiguous()}, out / "heldout" / "latents.safetensors")
+            atomic_write_json(out / "heldout" / "pool.json", {"captions": heldout.captions, "spec": heldout.spec})
+        self.dist.barrier()
+        return prepared
+
+    def clips(self, split: str, size: int | None = None) -> ClipSource:
+        """The `split` clips of the data; `size` training clips instead of data.num_train_clips (`train_size`)."""
+        if (split, size) not in self._clips:
+            data = dataclasses.replace(self.data, num_train_clips=size) if size else self.data
+            self._clips[(split, size)] = build_clip_source(data, self.cfg.video, split)
+        return self._clips[(split, size)]
+
+    def train_size(self, train: TrainConfig) -> int | None:
+        """The training clips a stage reads when its recipe says how many (`train.num_clips`), else None."""
+        return train.num_clips if train.num_clips not in (0, self.data.num_train_clips) else None
 
     def data_spec(self, stage: str, train: TrainConfig) -> dict:
-        """What a stage reads: pixel clips for the VAE, the latent pool or a fresh clip stream for the others."""
+        """What a stage reads: pixel clips for the VAE, the latent pool, a fresh clip stream or prepared shards for the others."""
+        if self.shards_folder is not None:
+            if stage == "vae":
+                raise ConfigError(f"--data {self.data.source}: prepared shards hold latents; the video VAE trains on a CSV of videos")
+            return {"shards": self.sharded(train).spec, "seed": self.data.seed}
         if stage == "vae":
-            return {"clips": self.clips("train").spec, "seed": self.data.seed}
+            return {"clips": self.clips("train", self.train_size(train)).spec, "seed": self.data.seed}
         if self.streams(train):
             return {**self.pool_spec("train"), "clips": self.stream_source().spec, "stream": True}
-        return self.pool_spec("train")
+        return self.pool_spec("train", self.train_size(train))
 
     def streams(self, train: TrainConfig) -> bool:
         """Whether a stage reads fresh clips: `train.fresh_clips` on the toy world, which has as many as a run
@@ -298,23 +387,48 @@ class TrainingSession:
         return self._clips["stream"]
 
     def vae_identity(self) -> dict:
+        if self.shards_folder is not None and is_trained_here("vae", self.cfg):
+            # A VAE trained here is known by its weights, which the shards' index recorded when prepare
+            # encoded them (its training clips are not at hand: the data is the prepared folder).
+            return read_index(self.shards_folder)["spec"]["vae"]
         if is_trained_here("vae", self.cfg):
             return {"sha256": self.ensure("vae").manifest["sha256"]}
+        if self.random_init:
+            return {"config": dataclasses.asdict(self.cfg.vae), "random_init": True}
         return {"config": dataclasses.asdict(self.cfg.vae)}
 
-    def pool_spec(self, split: str) -> dict:
+    def pool_spec(self, split: str, size: int | None = None) -> dict:
         return {
             "version": RECIPE_VERSIONS["latents"],
-            "clips": self.clips(split).spec,
+            "clips": self.clips(split, size).spec,
             "seed": self.data.seed,
             "vae": self.vae_identity(),
         }
 
-    def pool(self, split: str) -> ClipPool:
-        """The latents of the `split` clips, encoded once by the video VAE and cached on disk."""
-        if split in self._pools:
-            return self._pools[split]
-        spec = self.pool_spec(split)
+    def sharded(self, train: TrainConfig) -> ShardedLatents:
+        """The stream of the prepared folder, for this rank; refused when another VAE encoded it."""
+        stream = ShardedLatents(self.shards_folder, train.batch_size, train.seed, self.dist.rank, self.dist.world_size)
+        if stream.index["spec"].get("vae") != json.loads(json.dumps(self.vae_identity())):  # as JSON: tuples are lists
+            raise ConfigError(
+                f"--data {self.data.source}: these shards were encoded by another video VAE than this config's; "
+                "prepare them again with this preset"
+            )
+        return stream
+
+    def pool(self, split: str, size: int | None = None) -> ClipPool:
+        """The latents of the `split` clips (`size` training clips: `clips`), encoded once by the video VAE
+        and cached on disk (the held-out clips of a prepared folder are read from it)."""
+        if (split, size) in self._pools:
+            return self._pools[(split, size)]
+        if self.shards_folder is not None:
+            if split != "heldout":
+                raise ConfigError(f"--data {self.data.source}: prepared shards stream their training clips; no stage holds them as a pool")
+            pool = self._cached_pool(self.shards_folder / "heldout")
+            if pool is None:
+                raise ConfigError(f"{self.shards_folder / 'heldout'}: no held-out clips; run prepare again")
+            self._pools[(split, size)] = pool
+            return pool
+        spec = self.pool_spec(split, size)
         directory = self.root / "latents" / hash_json(spec)
         pool = self._cached_pool(directory) if self.dist.is_main else None
         if not self.dist.is_main:
@@ -329,13 +443,13 @@ class TrainingSession:
                 if self.progress is not None:
                     self.progress(f"latents ({split})", done, total, None)
 
-            pool = encode_pool(vae.encode, self.clips(split), ENCODE_BATCH, self.device, spec, report)
+            pool = encode_pool(vae.encode, self.clips(split, size), ENCODE_BATCH, self.device, spec, report)
             save_safetensors({"latents": pool.x.contiguous()}, directory / "latents.safetensors")
             # pool.json last: its presence marks a complete pool.
             atomic_write_json(directory / "pool.json", {"captions": pool.captions, "spec": spec})
         if self.dist.is_main:
             self.dist.barrier()
-        self._pools[split] = pool
+        self._pools[(split, size)] = pool
         return pool
 
     @staticmethod
@@ -357,8 +471,10 @@ class TrainingSession:
             return None
         return ClipPool(latents, meta["captions"], meta["spec"])
 
-    def pool_data(self, train: TrainConfig) -> TrainingData | StreamedLatents:
-        """The batches a stage after the VAE reads: the latent pool, or fresh clips (`train.fresh_clips`)."""
+    def pool_data(self, train: TrainConfig) -> Stream:
+        """The batches a stage after the VAE reads: the latent pool, fresh clips (`train.fresh_clips`) or prepared shards."""
+        if self.shards_folder is not None:
+            return self.sharded(train)
         if self.streams(train):
             vae = self.load("vae").to(self.device).eval()
             # Each seed reads its own stretch of the stream.
@@ -366,13 +482,18 @@ class TrainingSession:
             return StreamedLatents(
                 self.stream_source(), vae.encode, train.batch_size, self.device, offset, self.dist.rank, self.dist.world_size
             )
-        return TrainingData(self.pool("train"), train.batch_size, train.seed, self.dist.rank, self.dist.world_size)
+        return TrainingData(
+            self.pool("train", self.train_size(train)), train.batch_size, train.seed, self.dist.rank, self.dist.world_size
+        )
 
     # -- components -----------------------------------------------------------------------------
 
     def load(self, stage: str) -> nn.Module:
         """A fresh copy of a component this session depends on (trained here, or Open-Sora's released weights)."""
         cfg = self.cfg
+        if stage in ("vae", "backbone") and not is_trained_here(stage, cfg) and self.random_init:
+            with seeded(0, torch.device("cpu")):
+                return (build_video_vae(cfg.vae) if stage == "vae" else STDiT3(cfg.backbone)).eval()
         if stage == "vae" and not is_trained_here("vae", cfg):
             return OpenSoraVAE.from_pretrained(cfg.vae)
         if stage == "backbone" and not is_trained_here("backbone", cfg):
@@ -415,6 +536,7 @@ class TrainingSession:
             "weights": "ema" if train.ema_decay > 0 else "final",
             "device": str(self.device),
             "world_size": self.dist.world_size,
+            **({"random_init": True} if self.random_init else {}),
             "wall_s": round(time.perf_counter() - started, 2),
             "torch": torch.__version__,
             **output.record,
@@ -426,7 +548,7 @@ class TrainingSession:
         return TrainedStage(stage, key, directory, manifest, steps_run=output.result.steps_run, cached=False)
 
     def _run_vae(self, train: TrainConfig, run: RunContext) -> StageOutput:
-        data = TrainingData(self.clips("train"), train.batch_size, train.seed)
+        data = TrainingData(self.clips("train", self.train_size(train)), train.batch_size, train.seed)
         return train_vae(self.cfg.vae, data, self.clips("heldout"), train, run)
 
     def _run_ar_vq(self, train: TrainConfig, run: RunContext) -> StageOutput:
@@ -439,8 +561,20 @@ class TrainingSession:
         ar_vq = self.load("ar_vq").to(self.device)
         cfg = self.cfg
         return train_ar(
-            cfg.ar, self.text_encoder, ar_vq, self.pool_data(train), self.pool("heldout"), train, run, cfg.ar_frame_grid
+            cfg.ar, self.text_encoder, ar_vq, self.pool_data(train), self.pool("heldout"), train, run, cfg.ar_frame_grid,
+            self.longest_code_grid(),
         )
+
+    def longest_code_grid(self) -> tuple[int, int, int] | None:
+        """The AR code grid of the longest clips of a prepared folder (None for fixed-length data)."""
+        if self.shards_folder is None:
+            return None
+        cfg = self.cfg
+        longest = max(read_index(self.shards_folder)["spec"]["buckets"])
+        with torch.device("meta"):
+            T, H, W = build_video_vae(cfg.vae).latent_size(longest, cfg.video.height, cfg.video.width)
+        r, o_h, o_w = cfg.ar_vq.compression
+        return T // r, H // o_h, W // o_w
 
     def _run_backbone(self, train: TrainConfig, run: RunContext) -> StageOutput:
         cfg = self.cfg

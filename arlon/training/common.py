@@ -35,7 +35,7 @@ from arlon.checkpoints.io import atomic_write_json, load_safetensors, read_json,
 from arlon.config import AT_LEAST_ONE, DECAY, NON_NEGATIVE, POSITIVE, PROBABILITY, Range, check_range
 from arlon.errors import ArlonError, ConfigError, CorruptFileError
 from arlon.global_batch import BatchRows, global_batch_rows
-from arlon.training.data import Batch, TrainingData
+from arlon.training.data import Batch, Stream
 from arlon.training.distributed import SINGLE, Distributed
 
 
@@ -57,6 +57,12 @@ class TrainConfig:
     # Gradient accumulation: each rank runs its share of the batch in micro-batches of this many
     # samples (0 = the whole share at once). Changes memory, not what is trained.
     micro_batch_size: int = 0
+    # Injector stage: recompute the frozen STDiT3's blocks in the backward instead of keeping their
+    # activations (`STDiT3.grad_checkpointing`). Changes memory and time, not what is trained.
+    activation_checkpointing: bool = False
+    # Stages on a latent pool (and the VAE): train on this many clips of the data instead of its
+    # data.num_train_clips (0); the training-set size axis (ablations/data_size.yaml, paper Table 5).
+    num_clips: int = 0
     lr: float = 1e-3  # peak learning rate, reached at the end of the warmup
     warmup_steps: int = 0  # linear warmup from lr / warmup_steps to lr
     min_lr_ratio: float = 0.1  # the cosine decay ends at lr * min_lr_ratio on the last step
@@ -95,6 +101,7 @@ RECIPE_RANGES: dict[str, Range] = {
     "steps": AT_LEAST_ONE,
     "batch_size": AT_LEAST_ONE,
     "micro_batch_size": NON_NEGATIVE,  # 0 = no accumulation
+    "num_clips": NON_NEGATIVE,  # 0 = data.num_train_clips
     "lr": POSITIVE,
     "warmup_steps": NON_NEGATIVE,
     "min_lr_ratio": PROBABILITY,
@@ -371,7 +378,7 @@ def run_training(
     task: str,
     model: nn.Module,
     loss_fn: LossFn,
-    data: TrainingData,
+    data: Stream,
     cfg: TrainConfig,
     run: RunContext,
 ) -> TrainResult:
@@ -384,7 +391,7 @@ def run_training(
     """
     cfg.validate(task)
     device, checkpointer, progress, ranks = run.device, run.checkpointer, run.progress, run.dist
-    pieces = batch_pieces(cfg, ranks)
+    batch_pieces(cfg, ranks)  # refuses a batch that does not split, before anything runs
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = build_optimizer(params, cfg)
     ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
@@ -402,7 +409,7 @@ def run_training(
         batches = data.batches(start_step=first_step)
         try:
             for step in range(first_step, cfg.steps):
-                loss = _train_step(state, trained, loss_fn, next(batches), pieces, step, params, cfg, run)
+                loss = _train_step(state, trained, loss_fn, next(batches), step, params, cfg, run)
                 state.losses.append(loss)
                 state.step = step + 1
                 if not math.isfinite(loss):
@@ -420,8 +427,13 @@ def run_training(
     return TrainResult(losses=state.losses, steps_run=state.step - first_step, ema=ema)
 
 
-def batch_pieces(cfg: TrainConfig, ranks: Distributed) -> list[BatchRows]:
-    """The micro-batches this rank runs in one step, as rows of the global batch of cfg.batch_size."""
+def batch_pieces(cfg: TrainConfig, ranks: Distributed, rows: BatchRows | None = None) -> list[BatchRows]:
+    """The micro-batches this rank runs in one step, as rows of its global batch: of cfg.batch_size, or
+    `rows` where the data says which (a length bucket's smaller last batch, cut into micro-batches of at
+    most micro_batch_size)."""
+    if rows is not None:
+        micro = cfg.micro_batch_size or rows.size
+        return [BatchRows(start, min(start + micro, rows.stop), rows.total) for start in range(rows.start, rows.stop, micro)]
     if cfg.batch_size % ranks.world_size:
         raise ConfigError(
             f"train.batch_size ({cfg.batch_size}) is the global batch: it must divide evenly over the "
@@ -450,7 +462,6 @@ def _train_step(
     model: nn.Module,
     loss_fn: LossFn,
     batch: Batch,
-    pieces: list[BatchRows],
     step: int,
     params: list[nn.Parameter],
     cfg: TrainConfig,
@@ -465,12 +476,13 @@ def _train_step(
     device, ranks = run.device, run.dist
     for group in state.optimizer.param_groups:
         group["lr"] = learning_rate(step, cfg)
+    pieces = batch_pieces(cfg, ranks, batch.rows)
     start_states = _rng_states(state.generator, device) if len(pieces) > 1 else None
     offset, weighted_loss = pieces[0].start, 0.0
     for index, rows in enumerate(pieces):
         if index > 0:
             _set_rng_states(state.generator, device, start_states)
-        micro = batch.rows(rows.start - offset, rows.stop - offset)
+        micro = batch.select(rows.start - offset, rows.stop - offset)
         # The loss is a mean over the micro-batch: weighted by its share of the global batch, and by the
         # world size that DDP's gradient average divides by, the gradients add up to the global batch's.
         share = rows.size * ranks.world_size / rows.total

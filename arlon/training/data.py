@@ -30,10 +30,11 @@ import torch
 from torch import Tensor
 
 from arlon.config import AT_LEAST_ONE, NON_NEGATIVE, Range, VideoConfig, check_range
-from arlon.data.toyworld import WORLD_VERSION, ToyWorld
+from arlon.data.toyworld import WORLD_VERSION, ToyWorld, render
 from arlon.data.video_folder import VideoTextDataset
 from arlon.data.video_io import uint8_to_video_tensor
 from arlon.errors import ConfigError
+from arlon.global_batch import BatchRows
 
 # (done, total) while encoding a pool.
 PoolProgress = Callable[[int, int], None]
@@ -66,13 +67,17 @@ class Batch(NamedTuple):
     x: Tensor  # (B, 3, T, H, W) video in [-1, 1], or (B, C, T', H', W') latents
     captions: list[str]
     indices: Tensor  # (B,) long, the items' indices in their source (to look up precomputed tensors)
+    # Which rows of its step's global batch this is, when the source says (a bucket's smaller last
+    # batch); None: this rank's share of a full global batch of train.batch_size.
+    rows: BatchRows | None = None
+    num_frames: int | None = None  # pixel frames of every clip here (length buckets); None: video.num_frames
 
     def to(self, device: torch.device) -> "Batch":
-        return Batch(self.x.to(device, non_blocking=True), self.captions, self.indices)
+        return self._replace(x=self.x.to(device, non_blocking=True))
 
-    def rows(self, start: int, stop: int) -> "Batch":
-        """Samples [start, stop) of the batch (a micro-batch)."""
-        return Batch(self.x[start:stop], self.captions[start:stop], self.indices[start:stop])
+    def select(self, start: int, stop: int) -> "Batch":
+        """Samples [start, stop) of the batch (a micro-batch); `rows` is left to the caller."""
+        return self._replace(x=self.x[start:stop], captions=self.captions[start:stop], indices=self.indices[start:stop])
 
 
 class ClipSource(Protocol):
@@ -83,6 +88,14 @@ class ClipSource(Protocol):
     def __len__(self) -> int: ...
 
     def clip(self, index: int) -> tuple[Tensor, str]: ...
+
+
+class Stream(Protocol):
+    """What a training loop reads: `TrainingData` (a pool), `StreamedLatents` (fresh toy clips) or
+    `ShardedLatents` (prepared shards, arlon/training/shards.py)."""
+
+    def batches(self, start_step: int = 0) -> Iterator[Batch]:
+        """This rank's batch of every optimiser step from `start_step` on, endlessly."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -239,6 +252,95 @@ class VideoFolderClips:
         return item["video"], item["caption"]
 
 
+class ToyWorldLengths:
+    """`size` toy clips of mixed lengths, for `prepare_shards`: clip i can give one of `lengths` frames,
+    drawn from (seed, i), and renders at any length up to it (the same scene, longer or shorter)."""
+
+    def __init__(self, video: VideoConfig, seed: int, split: str, size: int, lengths: tuple[int, ...]):
+        self.world = ToyWorld(seed, num_frames=max(lengths), height=video.height, width=video.width, split=split, length=size)
+        self.size, self.seed, self.lengths = size, seed, tuple(lengths)
+        self.spec = {
+            "source": "toyworld-lengths",
+            "world_version": WORLD_VERSION,
+            "seed": seed,
+            "split": split,
+            "size": size,
+            "lengths": list(lengths),
+            "video": [video.height, video.width],
+        }
+
+    def __len__(self) -> int:
+        return self.size
+
+    def available_frames(self, index: int) -> int:
+        draw = np.random.default_rng([self.seed, index, 7]).integers(len(self.lengths))
+        return self.lengths[int(draw)]
+
+    def clip(self, index: int, num_frames: int) -> tuple[Tensor, str]:
+        item = render(self.world.scene(index), num_frames, self.world.height, self.world.width)
+        return item.video_tensor(), item.caption
+
+
+class VideoFolderLengths:
+    """Rows [first, first + size) of a CSV of videos, each readable at any length its video holds
+    (for `prepare_shards`; clips start at the video's first frame)."""
+
+    def __init__(self, csv_path: str | Path, video: VideoConfig, first: int, size: int, seed: int, frame_interval: int = 1):
+        self.dataset = VideoTextDataset(
+            csv_path, num_frames=1, height=video.height, width=video.width, seed=seed, random_start=False,
+            frame_interval=frame_interval,
+        )
+        self.first, self.size = first, size
+        self.spec = {
+            "source": "csv-lengths",
+            "path": str(Path(csv_path).resolve()),
+            "sha256": _file_sha256(Path(csv_path)),
+            "rows": [first, first + size],
+            "frame_interval": frame_interval,
+            "video": [video.height, video.width],
+        }
+
+    def __len__(self) -> int:
+        return self.size
+
+    def available_frames(self, index: int) -> int:
+        return self.dataset.available_frames(self.first + index)
+
+    def clip(self, index: int, num_frames: int) -> tuple[Tensor, str]:
+        item = self.dataset.load_clip(self.first + index, num_frames)
+        return item["video"], item["caption"]
+
+
+def length_source(data: DataConfig, video: VideoConfig, lengths: tuple[int, ...], num_clips: int | None = None):
+    """The training clips of `data` at any of `lengths`, for `prepare_shards`: `num_clips` of them (default:
+    every training row of a CSV, the held-out rows excepted; data.num_train_clips toy clips)."""
+    if data.source == "toyworld":
+        return ToyWorldLengths(video, data.seed, "train", num_clips or data.num_train_clips, lengths)
+    path = _csv_path(data)
+    rows = len(VideoTextDataset(path, num_frames=1, height=1, width=1))
+    available = rows - min(data.num_heldout_clips, rows // 2)
+    return VideoFolderLengths(path, video, 0, min(num_clips or available, available), data.seed)
+
+
+def check_source(data: DataConfig) -> None:
+    """One clear ConfigError unless data.source is the toy world, a CSV file or a prepared folder."""
+    path = Path(data.source)
+    if data.source == "toyworld" or (path / "index.json").is_file() or (path.is_file() and path.suffix.lower() == ".csv"):
+        return
+    what = "a folder without index.json" if path.is_dir() else "no such file" if not path.exists() else "not a .csv file"
+    raise ConfigError(
+        f"--data {data.source!r}: {what}; give 'toyworld', a CSV of video paths and captions, or a folder "
+        "written by `arlon-bench prepare`"
+    )
+
+
+def _csv_path(data: DataConfig) -> Path:
+    path = Path(data.source)
+    if path.suffix.lower() != ".csv":
+        raise ConfigError(f"--data {data.source!r}: expected 'toyworld' or the path of a .csv file of videos and captions")
+    return path
+
+
 def build_clip_source(data: DataConfig, video: VideoConfig, split: str) -> ClipSource:
     """The training ("train") or held-out ("heldout") clips of `data` at the size of `video`."""
     if split not in ("train", "heldout"):
@@ -246,9 +348,7 @@ def build_clip_source(data: DataConfig, video: VideoConfig, split: str) -> ClipS
     if data.source == "toyworld":
         size = data.num_train_clips if split == "train" else data.num_heldout_clips
         return ToyWorldClips(video, data.seed, split, size)
-    path = Path(data.source)
-    if path.suffix.lower() != ".csv":
-        raise ConfigError(f"--data {data.source!r}: expected 'toyworld' or the path of a .csv file of videos and captions")
+    path = _csv_path(data)
     rows = len(VideoTextDataset(path, num_frames=1, height=1, width=1))
     heldout = min(data.num_heldout_clips, rows // 2)
     if split == "heldout":

@@ -3,7 +3,7 @@
 Training (section 2.3, eq. 6): each sample is (video latent X^0, caption Y, condition F). F is the
 video latent passed through a latent VQ-VAE, F = D_latent(E_latent(X^0)) (eq. 3): the coarse DiT-ratio
 one ("coarser visual latent tokens") unless `injection.condition_vq` is "ar". F is computed once per
-pool clip. The loss is the backbone's rectified-flow loss with the injection in place, over the
+pool clip, or per batch when the latents stream from prepared shards. The loss is the backbone's rectified-flow loss with the injection in place, over the
 generated frames of a random frame mask ("we randomly unmask frames, leaving them noise-free").
 
 Only the injector learns: the backbone's parameters are frozen, but it runs in train mode so its
@@ -21,7 +21,6 @@ import torch
 from torch import Tensor
 
 from arlon.config import FlowConfig, InjectionConfig, NoiseConfig, VideoConfig
-from arlon.errors import ConfigError
 from arlon.injection.adapters import SemanticInjector
 from arlon.models.latent_vq import LatentVQVAE
 from arlon.models.stdit3 import STDiT3
@@ -29,7 +28,7 @@ from arlon.models.text_encoders import TextEncoder
 from arlon.rectified_flow import FrameMaskGenerator, RectifiedFlow
 from arlon.training.backbone import flow_matching_loss, heldout_flow_loss
 from arlon.training.common import RunContext, StageOutput, TrainConfig, run_training, seeded
-from arlon.training.data import Batch, ClipPool, TrainingData
+from arlon.training.data import Batch, ClipPool, Stream, TrainingData
 from arlon.training.vq import decode_codes, encode_codes
 
 
@@ -41,24 +40,28 @@ def train_injector(
     backbone: STDiT3,
     condition_vq: LatentVQVAE,
     text_encoder: TextEncoder,
-    data: TrainingData,
+    data: TrainingData | Stream,
     heldout: ClipPool,
     train: TrainConfig,
     run: RunContext,
 ) -> StageOutput:
     """Train a SemanticInjector on the frozen `backbone`; the returned module holds the EMA weights."""
-    if not isinstance(data, TrainingData):
-        raise ConfigError("the injector trains on the latent pool: train.fresh_clips is for the AR model and the backbone")
-    conditions = latent_conditions(condition_vq, data.source.x, run.device)  # (N, C, T, H, W) F per pool clip
+    # F per pool clip, computed once; a stream of shards (paper scale) computes each batch's as it comes.
+    conditions = latent_conditions(condition_vq, data.source.x, run.device) if isinstance(data, TrainingData) else None
     heldout_conditions = latent_conditions(condition_vq, heldout.x, run.device)
     backbone.requires_grad_(False)
     backbone.to(run.device).train()  # frozen, but with Open-Sora's training-time caption dropout
+    backbone.grad_checkpointing = train.activation_checkpointing
     with seeded(train.seed, run.device):
         injector = SemanticInjector(cfg, noise, backbone).to(run.device)
     flow = RectifiedFlow(flow_cfg)
 
     def loss_fn(model: SemanticInjector, batch: Batch, generator: torch.Generator) -> Tensor:
-        F = conditions[batch.indices].to(run.device)
+        if conditions is not None:
+            F = conditions[batch.indices].to(run.device)  # (B, C, T, H, W)
+        else:
+            with torch.no_grad():
+                F = condition_vq.decode(condition_vq.encode(batch.x)).to(batch.x.dtype)  # eq. 3 on this batch
         model_fn = partial(backbone, injection=model(F))
         return flow_matching_loss(model_fn, flow, batch, text_encoder, video, generator, FrameMaskGenerator(generator=generator))
 

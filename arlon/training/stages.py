@@ -108,12 +108,19 @@ def stage_configs(stage: str, cfg: ArlonConfig) -> dict:
         "injector": ("injection", "noise", "flow", "text", "video"),
     }[check_stage(stage)]
     configs = {name: dataclasses.asdict(getattr(cfg, name)) for name in groups}
+    for (group, name), default in FIELDS_ADDED_LATER.items():
+        if group in configs and configs[group].get(name) == default:
+            del configs[group][name]  # keys made before the field existed stay valid
     if "flow" in configs:
         # Sampling steps and the guidance scale only matter at inference: the "steps" ablation
         # axis must reuse the injector trained for the other settings.
         configs["flow"] = {name: configs["flow"][name] for name in TRAINING_FLOW_FIELDS}
     return configs
 
+
+# Config fields added after checkpoints were cached and shipped, with their defaults: left out of a
+# stage's key at the default, so that adding an option keeps every existing checkpoint's key.
+FIELDS_ADDED_LATER: dict[tuple[str, str], object] = {("ar", "padded_vocab_size"): 0, ("ar", "tie_embeddings"): False}
 
 # The FlowConfig fields that change training (the timestep distribution); the rest are sampling settings.
 TRAINING_FLOW_FIELDS = ("num_timesteps", "use_timestep_transform", "transform_scale")
@@ -179,16 +186,29 @@ _TINY_FULL = {
 }
 _TINY_FULL = {stage: dataclasses.replace(recipe, recipe="full") for stage, recipe in _TINY_FULL.items()}
 
-# Paper preset: only what the paper (section 4.1) and Open-Sora v1.2's DiT recipe (`scripts/train.py`) state.
-# Neither gives step counts or a recipe for the latent VQ-VAEs and the AR model, so `steps` stays unset
-# (training refuses to start until it is given) and the other fields keep TrainConfig's defaults.
+# Paper preset: each field from the paper where it gives one, else from the named source
+# (docs/paper-preset.md, "Training recipes", has the table). The paper gives no step counts, so `steps`
+# stays unset and training refuses to start until it is given. batch_size is the global batch: Table 4
+# measures training with 2 clips of 68 frames at 512x512 on one GPU, so 2 here; on N GPUs pass
+# train.batch_size=2N (torchrun splits it, arlon/training/distributed.py). AdamW with weight decay 0 is Adam.
 _PAPER = {
-    "ar_vq": TrainConfig(),
-    "dit_vq": TrainConfig(),
-    "ar": TrainConfig(),
-    # "We use the Adam optimizer with a learning rate of 2e-5 for fine-tuning"; eps, clipping, warmup
-    # and EMA from Open-Sora v1.2's DiT training.
-    "injector": TrainConfig(lr=2e-5, min_lr_ratio=1.0, eps=1e-15, grad_clip=1.0, warmup_steps=1000, ema_decay=0.99),
+    # The latent VQ-VAEs follow VideoGPT (Yan et al. 2021, section 2.1): its VQ-VAE trains with Adam at
+    # 3e-4, betas (0.9, 0.999), cosine annealing to 0 and no warmup (VideoGPT `vqvae.py`,
+    # `VQVAE.configure_optimizers`). Batch 8 latent clips: not given anywhere; a 31.5M-parameter VQ-VAE on
+    # 512x512x68 latents (4x17x64x64) fits 8 on one GPU.
+    "ar_vq": TrainConfig(batch_size=8, lr=3e-4, min_lr_ratio=0.0, warmup_steps=0),
+    "dit_vq": TrainConfig(batch_size=8, lr=3e-4, min_lr_ratio=0.0, warmup_steps=0),
+    # A 192M GPT-style decoder, d_model 1024 like GPT-3 Medium: lr 3e-4 (GPT-3 Medium's, Brown et al. 2020
+    # Table 2.1, and VideoGPT's prior, `VideoGPT.configure_optimizers`), 2000 warmup steps and cosine decay
+    # to 10% (nanoGPT's GPT-2 recipe, `train.py`), grad clip 1.0, caption dropout 0.1 for classifier-free
+    # guidance (the rate Open-Sora trains its DiT's null caption with). Dropout 0.1 is the model's (section 4.1).
+    "ar": TrainConfig(batch_size=2, lr=3e-4, warmup_steps=2000, min_lr_ratio=0.1, grad_clip=1.0, caption_dropout=0.1),
+    # "We use the Adam optimizer with a learning rate of 2e-5 for fine-tuning" (section 4.1); a constant lr
+    # after 1000 warmup steps, eps 1e-15, clipping at 1.0 and EMA 0.99 from Open-Sora v1.2's DiT training
+    # (`scripts/train.py`, configs/opensora-v1-2/train/stage3.py). Uncertainty sampling p = 0.1 is noise.probability.
+    "injector": TrainConfig(
+        batch_size=2, lr=2e-5, min_lr_ratio=1.0, eps=1e-15, grad_clip=1.0, warmup_steps=1000, ema_decay=0.99
+    ),
 }
 _PAPER = {stage: dataclasses.replace(recipe, recipe="full") for stage, recipe in _PAPER.items()}
 

@@ -14,15 +14,15 @@ from torch import Tensor
 from arlon.config import LatentVQConfig
 from arlon.models.latent_vq import LatentVQVAE
 from arlon.training.common import RunContext, StageOutput, TrainConfig, run_training, seeded
-from arlon.training.data import ClipPool, TrainingData
+from arlon.training.data import ClipPool, Stream, TrainingData
 
 EVAL_BATCH = 64
 
 
 def train_latent_vq(
-    stage: str, cfg: LatentVQConfig, data: TrainingData, heldout: ClipPool, train: TrainConfig, run: RunContext
+    stage: str, cfg: LatentVQConfig, data: TrainingData | Stream, heldout: ClipPool, train: TrainConfig, run: RunContext
 ) -> StageOutput:
-    """Train a LatentVQVAE on the latent pool of `data`; report held-out reconstruction and code usage."""
+    """Train a LatentVQVAE on the latents of `data` (a pool or a stream); report held-out reconstruction and code usage."""
     with seeded(train.seed, run.device):
         vq = LatentVQVAE(cfg).to(run.device)
 
@@ -32,7 +32,9 @@ def train_latent_vq(
 
     result = run_training(stage, vq, loss_fn, data, train, run)
     vq.eval()
-    train_codes = encode_codes(vq, data.source.x[:1024], run.device)
+    # Code usage over (up to 1024) training clips of a pool; a stream of shards has none at hand, so its held-out clips.
+    usage_latents = data.source.x[:1024] if isinstance(data, TrainingData) else heldout.x
+    train_codes = encode_codes(vq, usage_latents, run.device)
     metrics = {
         **result.loss_metrics(),
         "heldout_mse": heldout_reconstruction_mse(vq, heldout, run.device),

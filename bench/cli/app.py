@@ -66,6 +66,7 @@ app = typer.Typer(
 app.command(name="sample", epilog=sample_command.EXAMPLES)(sample_command.sample)
 app.command(name="perf", epilog=perf_command.EXAMPLES)(perf_command.perf)
 app.command(name="train", epilog=train_command.EXAMPLES)(train_command.train)
+app.command(name="prepare", epilog=train_command.PREPARE_EXAMPLES)(train_command.prepare)
 app.command(name="toy-eval", epilog=toy_eval_command.EXAMPLES)(toy_eval_command.toy_eval)
 app.command(name="ablate", epilog=ablate_command.ABLATE_EXAMPLES)(ablate_command.ablate)
 app.command(name="generate", epilog=ablate_command.GENERATE_EXAMPLES)(ablate_command.generate)

@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass
 from typing import Annotated, Optional
 
+import torch
 import typer
 
 from arlon.checkpoints.io import check_output_dir
@@ -14,6 +15,8 @@ from arlon.presets import get_preset
 from arlon.training import DataConfig, TrainConfig, TrainingSession, default_train_config, stages_for
 from arlon.training.cache import TrainedStage
 from arlon.training.distributed import Distributed, from_environment, shutdown
+from arlon.training.data import check_source
+from arlon.training.shards import SHARD_SIZE
 from arlon.training.stages import DEFAULT_RECIPE, check_stage
 from bench.cli.console import cli_console, error_text
 from bench.cli.options import DeviceOpt, PresetOpt, SetOpt
@@ -93,6 +96,14 @@ def train(
             "(to re-create and check them).",
         ),
     ] = True,
+    random_init: Annotated[
+        bool,
+        typer.Option(
+            "--random-init",
+            help="Build the released weights the preset loads (Open-Sora's VAE and STDiT3) at random: a smoke run "
+            "of the paper preset's training path on a machine without them. Kept apart in the cache.",
+        ),
+    ] = False,
 ) -> None:
     """Train ARLON's components (and the stages they need), reusing cached checkpoints.
 
@@ -111,6 +122,7 @@ def train(
     model_overrides, recipe_overrides = split_overrides(overrides or [], steps)
     cfg = apply_overrides(get_preset(preset), model_overrides)
     data_cfg = apply_overrides(TrainingOptions(TrainConfig(), DataConfig(source=data)), [o for o in recipe_overrides if o.startswith("data.")]).data
+    check_source(data_cfg)
     train_overrides = [o for o in recipe_overrides if o.startswith("train.")]
     asked = stages_for(cfg) if all_stages else list(stage)
     as_shipped = all_stages and recipe == DEFAULT_RECIPE and not overrides and steps is None and data == "toyworld"
@@ -120,8 +132,9 @@ def train(
     console = cli_console()
     torch_device = parse_device(device)
     ranks = from_environment()
-    if ranks.is_distributed:
-        train_under_torchrun(cfg, asked, recipes, data_cfg, torch_device, shipped, ranks, console)
+    if ranks.is_distributed or random_init:
+        # In this process (no executor): torchrun started the processes, or a smoke run of random weights.
+        train_in_process(cfg, asked, recipes, data_cfg, torch_device, shipped, ranks, console, random_init)
         return
     runner = make_executor(executor, workers=workers, device=str(torch_device) if torch_device else None)
     try:
@@ -153,20 +166,90 @@ def train(
         console.print(f"checkpoints: {checkpoint_dir}  (arlon-bench sample --checkpoint {checkpoint_dir} ...)", soft_wrap=True)
 
 
-def train_under_torchrun(cfg, stages, recipes, data_cfg, device, shipped, ranks: Distributed, console) -> None:
-    """Every rank trains `stages` in this process, one after the other (no executor: torchrun started
-    the processes); rank 0 shows the progress and the summary (arlon/training/distributed.py)."""
+def train_in_process(
+    cfg, stages, recipes, data_cfg, device, shipped, ranks: Distributed, console, random_init: bool = False
+) -> None:
+    """Every rank trains `stages` in this process, one after the other (no executor: under torchrun it
+    started the processes); rank 0 shows the progress and the summary (arlon/training/distributed.py)."""
     try:
         with task_bars(console) if ranks.is_main else contextlib.nullcontext() as progress:
             session = TrainingSession(
-                cfg, data=data_cfg, train=recipes, device=device, use_shipped=shipped, dist=ranks, progress=progress
+                cfg, data=data_cfg, train=recipes, device=device, use_shipped=shipped, dist=ranks, progress=progress,
+                random_init=random_init,
             )
             done = [session.ensure(name) for name in stages]
-        if ranks.is_main:
+        if ranks.is_main and ranks.is_distributed:
             console.print(f"{ranks.world_size} ranks, global batch per stage: "
                           + ", ".join(f"{name} {recipes[name].batch_size}" for name in stages), soft_wrap=True)
             for stage in done:
                 console.print(summary_line(stage, trained_now=not stage.cached), soft_wrap=True)
+    finally:
+        shutdown()
+
+
+PREPARE_EXAMPLES = """Examples:
+
+  arlon-bench prepare --preset paper --data clips.csv --out /data/arlon-latents
+
+  torchrun --nproc_per_node 8 --no-python arlon-bench prepare --preset paper --data clips.csv --out /data/arlon-latents --dtype bfloat16
+
+  arlon-bench train --preset paper --stage injector --data /data/arlon-latents --steps 100000
+
+  arlon-bench prepare --preset tiny --data toyworld --out toy-latents --min-frames 8 --max-frames 16 --clips 512
+
+The folder holds checksummed shards of latents (index.json lists them); an interrupted run resumes, and damaged shards are encoded again. Train on it with --data FOLDER.
+"""
+
+# Section 4.1: "trained ... with a frame range from 51 to 136". Other presets default to their one length.
+FRAME_RANGES = {"paper": (51, 136)}
+
+
+def prepare(
+    out: Annotated[str, typer.Option("--out", help="Folder to write the shards to (resumes one of the same settings).")],
+    preset: PresetOpt = "tiny",
+    data: Annotated[str, typer.Option("--data", help="'toyworld' or a CSV of video paths and captions.")] = "toyworld",
+    min_frames: Annotated[Optional[int], typer.Option("--min-frames", help="Shortest clip (default: 51 for the paper preset, else video.num_frames).")] = None,
+    max_frames: Annotated[Optional[int], typer.Option("--max-frames", help="Longest clip (default: 136 for the paper preset, else video.num_frames).")] = None,
+    clips: Annotated[Optional[int], typer.Option("--clips", help="Training clips to encode (default: every training row of the CSV; data.num_train_clips toy clips).")] = None,
+    shard_size: Annotated[int, typer.Option("--shard-size", help="Clips per shard file.")] = SHARD_SIZE,
+    dtype: Annotated[str, typer.Option("--dtype", help="Latent storage: float32 or bfloat16 (half the disk).")] = "float32",
+    overrides: SetOpt = None,
+    device: DeviceOpt = None,
+    random_init: Annotated[
+        bool, typer.Option("--random-init", help="Encode with a randomly initialised VAE (smoke runs without Open-Sora's weights).")
+    ] = False,
+) -> None:
+    """Encode training clips once into sharded latents, at every length bucket in [min, max] frames.
+
+    Under torchrun every rank encodes its share of the shards. Train on the folder with
+    `arlon-bench train --data FOLDER`: the stages stream it by length bucket.
+    """
+    storage = {"float32": torch.float32, "bfloat16": torch.bfloat16}.get(dtype)
+    if storage is None:
+        raise BenchError(f"--dtype {dtype!r}: choose float32 or bfloat16")
+    model_overrides, recipe_overrides = split_overrides(overrides or [], None)
+    cfg = apply_overrides(get_preset(preset), model_overrides)
+    data_cfg = apply_overrides(TrainingOptions(TrainConfig(), DataConfig(source=data)), [o for o in recipe_overrides if o.startswith("data.")]).data
+    check_source(data_cfg)
+    low, high = FRAME_RANGES.get(preset, (cfg.video.num_frames, cfg.video.num_frames))
+    ranks = from_environment()
+    console = cli_console()
+    try:
+        with task_bars(console) if ranks.is_main else contextlib.nullcontext() as progress:
+            session = TrainingSession(
+                cfg, data=data_cfg, device=parse_device(device), dist=ranks, progress=progress, random_init=random_init
+            )
+            prepared = session.prepare_shards(
+                out, min_frames=min_frames or low, max_frames=max_frames or high, shard_size=shard_size, dtype=storage,
+                num_clips=clips,
+            )
+        if ranks.is_main:
+            index = prepared.index
+            console.print(
+                f"{index['num_clips']} clips in {len(index['shards'])} shards ({prepared.encoded_now} encoded now), "
+                f"{index['num_skipped']} skipped; lengths {', '.join(map(str, index['spec']['buckets']))} frames  [{prepared.folder}]",
+                soft_wrap=True,
+            )
     finally:
         shutdown()
 

@@ -194,3 +194,26 @@ def test_the_main_grids_injectors_ship_with_the_tiny_preset(tmp_path):
         done = TrainingSession(cell.config, data=cell.data, train=dict(cell.recipes), cache_dir=tmp_path / "empty").ensure("injector")
         assert done.cached and done.directory.parent == bundled_checkpoint_dir("tiny") / "variants", cell.label
     assert not (tmp_path / "empty").exists()
+
+
+def test_prepare_writes_shards_at_every_bucket_length_and_resumes(tmp_path):
+    """`arlon-bench prepare` with the shipped tiny VAE: toy clips of 8, 12 and 16 frames, then the same again."""
+    env = {"ARLON_CACHE_DIR": str(tmp_path / "cache")}
+    args = ["prepare", "--out", str(tmp_path / "shards"), "--clips", "24", "--min-frames", "8", "--max-frames", "16",
+            "--shard-size", "8", "--set", "data.num_heldout_clips=4"]
+    result = runner.invoke(app, args, env=env)
+    assert result.exit_code == 0, result.output
+    assert "24 clips in 3 shards (3 encoded now), 0 skipped; lengths 8, 12, 16 frames" in result.output
+    index = json.loads((tmp_path / "shards" / "index.json").read_text())
+    assert index["spec"]["buckets"] == [8, 12, 16] and len(index["shards"]) == 3
+    again = runner.invoke(app, args, env=env)
+    assert again.exit_code == 0 and "(0 encoded now)" in again.output
+
+
+def test_prepare_user_errors_are_one_line(capsys, monkeypatch, tmp_path):
+    code, err = _main(capsys, monkeypatch, "prepare", "--out", str(tmp_path), "--dtype", "float8")
+    assert code == 2 and err.strip() == "error: --dtype 'float8': choose float32 or bfloat16"
+    code, err = _main(capsys, monkeypatch, "prepare", "--out", str(tmp_path), "--min-frames", "30", "--max-frames", "20")
+    assert code == 2 and "data.min_frames (30) must be at least 1 and at most data.max_frames (20)" in err
+    code, err = _main(capsys, monkeypatch, "train", "--stage", "injector", "--data", str(tmp_path / "nothing.csv"))
+    assert code == 2 and err.strip().startswith(f"error: --data '{tmp_path / 'nothing.csv'}': no such file; give 'toyworld'")

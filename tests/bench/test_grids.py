@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+
 import csv
 import subprocess
 import sys
@@ -10,6 +12,7 @@ import pytest
 
 from bench.errors import BenchError
 from bench.grids import GridError, find_grid, load_grid, parse_grid, shipped_grids, validate_grid
+from bench.prompts import load_prompts
 
 REFERENCE = Path(__file__).resolve().parents[2] / "reports" / "reference" / "table3_ablation.csv"
 TOY_METRICS = [
@@ -29,12 +32,46 @@ def write(tmp_path: Path, text: str, name: str = "grid.yaml") -> Path:
 # ---------------------------------------------------------------------------------------------
 
 
+PAPER_SCALE_GRIDS = {"table1", "table2", "table5"}  # the paper preset; tests/bench/test_long_runs.py has table1
+
+
 def test_every_paper_axis_ships_as_a_grid():
-    assert set(shipped_grids()) == {"layers", "fusion", "noise", "compression", "steps", "table3", "long", "table1"}
-    for name in set(shipped_grids()) - {"long", "table1"}:  # the long-video grids: tests/bench/test_long_runs.py
+    assert set(shipped_grids()) == {
+        "layers", "fusion", "noise", "compression", "steps", "table3", "long", "data_size", *PAPER_SCALE_GRIDS
+    }
+    for name in set(shipped_grids()) - {"long"} - PAPER_SCALE_GRIDS:
         grid = load_grid(name)
         assert grid.preset == "tiny" and list(grid.metrics) == TOY_METRICS
         assert grid.prompts.kind == "toyworld" and grid.prompts.split == "heldout"
+
+
+def test_paper_data_grids_name_what_they_need(monkeypatch, tmp_path):
+    """table5: one cell per data set of the paper's Table 5, each training on its own CSV; table2: VBench's
+    eleven dimensions of Table 2. Their prompts are VBench's own suite, read from the vbench package."""
+    full_info = tmp_path / "lib" / "python3.11" / "site-packages" / "vbench" / "VBench_full_info.json"
+    full_info.parent.mkdir(parents=True)
+    dimensions = ["subject_consistency", "background_consistency", "motion_smoothness", "dynamic_degree",
+                  "aesthetic_quality", "imaging_quality", "scene"]
+    full_info.write_text(json.dumps([{"prompt_en": "a dog", "dimension": dimensions}, {"prompt_en": "a cat", "dimension": ["scene"]}]))
+    monkeypatch.setenv("ARLON_VBENCH_ENV", str(tmp_path))
+    table5 = load_grid("table5")
+    assert table5.preset == "paper" and [c.label for c in table5.cells] == ["openvid_1m", "openvid_hq", "openvid_hq_mixkit"]
+    assert [c.data.source for c in table5.cells] == ["data/openvid_1m.csv", "data/openvid_hq.csv", "data/openvid_hq_mixkit.csv"]
+    from bench.preflight import missing_training_data
+
+    assert len(missing_training_data(table5.cells)) == 3 and "cell openvid_hq" in missing_training_data(table5.cells)[1]
+    table2 = load_grid("table2")
+    assert len(table2.metrics) == 11 and table2.samples_per_prompt == 5
+    assert [p.text for p in load_prompts(table2.prompts)] == ["a dog", "a cat"]
+    assert [p.text for p in load_prompts(table5.prompts)] == ["a dog"]  # only the prompts of its six dimensions
+
+
+def test_data_size_grid_varies_only_the_injectors_clips():
+    grid = load_grid("data_size")
+    injectors = [dict(c.recipes)["injector"].num_clips for c in grid.cells if not c.is_baseline]
+    assert injectors == [512, 2048, 8192]
+    layers_first14 = next(c for c in load_grid("layers").cells if c.label == "layers=first:14")
+    assert grid.cells[2].id == layers_first14.id  # 2048 clips = the data as shipped: the shipped injector
 
 
 def test_shipped_grids_are_package_data():
@@ -325,7 +362,10 @@ def test_a_grid_that_defines_nothing_is_refused_and_missing_parts_are_warned(tmp
     assert [w.message.split(":")[0] for w in grid.warnings] == ["no rows or axes", "no metrics", "no prompts block"]
     assert [c.label for c in grid.cells] == ["base"] and grid.metrics == ()
     assert load_grid(write(tmp_path, BASE + "rows: [{name: a}]\n", "full.yaml")).warnings == ()
-    assert all(load_grid(name).warnings == () for name in shipped_grids())
+    # table2 and table5 read VBench's prompt file from the VBench environment: a warning where it is not set up.
+    for name in shipped_grids():
+        warnings = load_grid(name).warnings
+        assert all("vbench:VBench_full_info.json" in w.message for w in warnings) if name in ("table2", "table5") else warnings == ()
 
 
 def test_prompt_fields_the_kind_does_not_read_are_refused(tmp_path):

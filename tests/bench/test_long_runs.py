@@ -190,7 +190,7 @@ def test_table1_grid_validates_and_stops_at_once_without_the_weights(capsys, mon
     for named in ("vae.pretrained 'hpcai-tech/OpenSora-VAE-v1.2'", "backbone.pretrained 'hpcai-tech/OpenSora-STDiT-v3'",
                   "text.pretrained 'DeepFloyd/t5-v1_1-xxl'"):
         assert named in err
-    assert err.startswith("error: grid 'table1' cannot run here, weights missing:")
+    assert err.startswith("error: grid 'table1' cannot run here, weights or data missing:")
     assert not any((tmp_path / "cache").rglob("*.safetensors"))  # nothing was trained
     # a tiny grid loads only the shipped weights: nothing is missing, nothing stops it
     from arlon.pipelines.components import missing_pretrained

@@ -61,7 +61,12 @@ def pool(size: int, seed: int) -> ClipPool:
 
 
 def train(
-    state_dir: Path, ranks: Distributed = SINGLE, micro_batch_size: int = 0, steps: int = STEPS, stop_after: int | None = None
+    state_dir: Path,
+    ranks: Distributed = SINGLE,
+    micro_batch_size: int = 0,
+    steps: int = STEPS,
+    stop_after: int | None = None,
+    activation_checkpointing: bool = False,
 ) -> dict[str, torch.Tensor] | None:
     """The injector's weights after `steps` steps (resuming from `state_dir`), or None when stopped
     after `stop_after` steps (a state is saved there)."""
@@ -73,7 +78,7 @@ def train(
     text_encoder = build_text_encoder(cfg.text)
     recipe = TrainConfig(
         steps=steps, batch_size=GLOBAL_BATCH, micro_batch_size=micro_batch_size, lr=LR, warmup_steps=2,
-        ema_decay=0.0, checkpoint_every=stop_after or steps, seed=3,
+        ema_decay=0.0, checkpoint_every=stop_after or steps, seed=3, activation_checkpointing=activation_checkpointing,
     )
     data = TrainingData(pool(POOL, 0), GLOBAL_BATCH, recipe.seed, ranks.rank, ranks.world_size)
     if stop_after is not None:

@@ -66,6 +66,12 @@ def test_micro_batches_train_what_the_whole_batch_trains(tmp_path, one_process):
     assert max_difference(accumulated, one_process) <= TOLERANCE
 
 
+def test_activation_checkpointing_trains_the_same_injector(tmp_path, one_process):
+    """Recomputing the frozen backbone's blocks in the backward changes memory, not the result."""
+    recomputed = ddp_injector.train(tmp_path, activation_checkpointing=True)
+    assert max_difference(recomputed, one_process) <= TOLERANCE
+
+
 def test_micro_batches_drawing_on_from_each_other_would_differ(tmp_path, one_process, monkeypatch):
     """Without restoring the RNG states between micro-batches, their draws are not the global batch's."""
     monkeypatch.setattr(common, "_set_rng_states", lambda *args: None)
