@@ -13,6 +13,7 @@ SLOW_TESTS_RUN = os.environ.get("ARLON_SLOW_TESTS") == "1" or os.environ.get("CI
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: an end-to-end check that only .ci/run runs (or ARLON_SLOW_TESTS=1)")
+    config.addinivalue_line("markers", "cuda: needs a GPU; skipped without one (`pytest -m cuda`, run by `arlon-bench gpu-check`)")
 
 
 def pytest_collection_modifyitems(config, items):

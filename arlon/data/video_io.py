@@ -13,12 +13,26 @@ from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
 
-import av
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 
 from arlon.checkpoints.io import atomic_path
-from arlon.errors import VideoDecodeError
+from arlon.errors import ArlonError, VideoDecodeError
+
+if TYPE_CHECKING:
+    import av
+
+
+def _av():
+    """PyAV, imported where a video file is read or written: everything else (models, training on
+    latents, `arlon-bench gpu-check`) runs where it is not installed."""
+    try:
+        import av
+    except ImportError:
+        raise ArlonError("reading and writing video files needs PyAV: pip install av") from None
+    return av
 
 
 @contextmanager
@@ -26,6 +40,7 @@ def _open_video_stream(path: Path) -> Iterator[tuple[av.container.InputContainer
     """(container, first video stream) of `path`; FFmpeg failures inside the block become VideoDecodeError."""
     if not path.is_file():
         raise VideoDecodeError(f"{path}: no such video file")
+    av = _av()
     try:
         with av.open(str(path)) as container:
             yield container, container.streams.video[0]
@@ -79,6 +94,7 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: int = 24, crf:
     T, H, W, _ = frames.shape
     if H % 2 or W % 2:
         frames = np.pad(frames, ((0, 0), (0, H % 2), (0, W % 2), (0, 0)), mode="edge")
+    av = _av()
     with atomic_path(path, ".mp4") as tmp, av.open(str(tmp), mode="w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=Fraction(fps))
         stream.width, stream.height = frames.shape[2], frames.shape[1]

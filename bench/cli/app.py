@@ -65,6 +65,7 @@ app = typer.Typer(
 )
 app.command(name="sample", epilog=sample_command.EXAMPLES)(sample_command.sample)
 app.command(name="perf", epilog=perf_command.EXAMPLES)(perf_command.perf)
+app.command(name="gpu-check", epilog=perf_command.GPU_CHECK_EXAMPLES)(perf_command.gpu_check)
 app.command(name="train", epilog=train_command.EXAMPLES)(train_command.train)
 app.command(name="prepare", epilog=train_command.PREPARE_EXAMPLES)(train_command.prepare)
 app.command(name="toy-eval", epilog=toy_eval_command.EXAMPLES)(toy_eval_command.toy_eval)

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from arlon.checkpoints.io import atomic_write_bytes, atomic_write_json, output_file
+from arlon.checkpoints.io import atomic_write_bytes, atomic_write_json, check_output_dir, output_file
 from arlon.presets import get_preset
 from bench.cli.console import cli_console, note_text
 from bench.cli.options import DeviceOpt, DtypeOpt, PresetOpt, SetOpt
@@ -147,3 +147,47 @@ def _scoring(videos: str | None, metrics: str | None, num_videos: int, frames: i
     if md:
         atomic_write_bytes(Path(md), report.to_markdown().encode())
         console.print(f"wrote {md}", soft_wrap=True)
+
+
+GPU_CHECK_EXAMPLES = """Examples:
+
+  arlon-bench gpu-check --out bench/perf/gpu-check-h100
+
+  PYTHONPATH=. python -m bench gpu-check --out $OUT            # a machine with torch but without this package installed
+
+  arlon-bench gpu-check --device cpu --tiny --no-tests --repeats 1 --out /tmp/gpu-check   # the dry run CI makes
+
+Writes gpu-check.md and gpu-check.json: STDiT3 step time and FLOP utilisation, AR code time, ARLON and baseline end to end, peak memory, one injector training step, the CUDA tests.
+"""
+
+
+def gpu_check(
+    out: Annotated[str, typer.Option("--out", help="Folder for gpu-check.md and gpu-check.json.")],
+    preset: PresetOpt = "paper",
+    device: Annotated[str, typer.Option("--device", help="cuda, cuda:N, or cpu (with --tiny: the dry run).")] = "cuda",
+    tiny: Annotated[bool, typer.Option("--tiny", help="The tiny preset's shapes: a dry run of every step in seconds.")] = False,
+    arlon_steps: Annotated[int, typer.Option("--arlon-steps", help="ARLON's denoising steps (Table 4: 10).")] = 10,
+    baseline_steps: Annotated[int, typer.Option("--baseline-steps", help="The baseline's denoising steps (Table 4: 30).")] = 30,
+    repeats: Annotated[int, typer.Option("--repeats", help="Timed calls per measurement, after one warm-up (median).")] = 3,
+    tests: Annotated[bool, typer.Option("--tests/--no-tests", help="Run `pytest -m cuda` too.")] = True,
+    peak_tflops: Annotated[Optional[float], typer.Option("--peak-tflops", help="The device's dense bf16 peak, when it is not in the built-in table.")] = None,
+) -> None:
+    """Measure the paper preset's GPU figures in one run, with random weights (bench/gpu_check.py)."""
+    from bench.gpu_check import check_config, report_markdown, run_gpu_check, write_report
+
+    torch_device = parse_device(device)
+    if torch_device is None or (torch_device.type == "cuda" and not torch.cuda.is_available()):
+        raise BenchError("--device cuda: no GPU visible here; use --device cpu --tiny for the dry run")
+    if torch_device.type != "cuda" and not tiny:
+        raise BenchError("the paper preset's GPU figures need a GPU: pass --device cuda, or --tiny for a CPU dry run")
+    check_output_dir(out, "--out")
+    console = cli_console()
+    dtype = torch.bfloat16 if torch_device.type == "cuda" else torch.float32
+    cfg = check_config(preset, tiny)
+    report = run_gpu_check(
+        cfg, torch_device, dtype, arlon_steps=arlon_steps, baseline_steps=baseline_steps, repeats=repeats,
+        run_tests=tests, peak_tflops=peak_tflops, progress=lambda text: console.print(Text(f"... {text}", style="dim")),
+    )
+    md, _ = write_report(report, out)
+    console.print(report_markdown(report), markup=False, soft_wrap=True)
+    console.print(f"written: {md} and gpu-check.json", soft_wrap=True)

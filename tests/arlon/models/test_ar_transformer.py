@@ -271,3 +271,18 @@ def test_tied_padded_vocabulary_trains_and_samples_only_visual_tokens():
     assert logits.shape == (2, targets.shape[1], 40) and torch.isfinite(loss)
     codes = model.generate(text, mask, grid, ARSamplingConfig(), generator=torch.Generator().manual_seed(0))
     assert codes.shape == (2, *grid) and int(codes.max()) < 8
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_greedy_generation_matches_the_cpu():
+    """The KV-cache sampler on the GPU: fp32 greedy codes equal the CPU's; bf16 runs and keeps the layout."""
+    model = build()
+    emb, mask = text()
+    expected = model.generate(emb, mask, GRID, GREEDY)
+    cuda_model = build()
+    cuda_model.load_state_dict(model.state_dict())
+    cuda_model.cuda()
+    assert torch.equal(cuda_model.generate(emb.cuda(), mask.cuda(), GRID, GREEDY).cpu(), expected)
+    codes = cuda_model.to(torch.bfloat16).generate(emb.cuda().bfloat16(), mask.cuda(), GRID, GREEDY)
+    assert codes.shape == expected.shape and int(codes.max()) < K

@@ -398,6 +398,7 @@ def test_bf16_forward_is_close_to_fp32(small_model):
     assert (out - reference).abs().max() <= 0.1 * reference.abs().max()
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @torch.no_grad()
 def test_cuda_bf16_matches_cpu_fp32(small_model):

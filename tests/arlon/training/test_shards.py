@@ -14,7 +14,7 @@ import torch
 
 from arlon.errors import ConfigError, CorruptFileError, VideoDecodeError
 from arlon.models.video_vae import build_video_vae
-from arlon.presets import paper, tiny
+from arlon.presets import paper
 from arlon.training.cache import TrainingSession
 from arlon.training.shards import ShardedLatents, bucket_for, frame_buckets, prepare_shards
 
