@@ -64,7 +64,7 @@ class BlockContext:
     """Everything the 2*depth blocks of one forward share."""
 
     y: Tensor  # (B, L, D) projected captions (padded to L)
-    y_mask: Tensor  # (B, L) bool, True = valid caption token
+    y_mask: Tensor | None  # (B, L) bool, True = valid caption token; None: all valid
     t_mlp: Tensor  # (B, 6*D) adaLN-single output for timestep t
     t0_mlp: Tensor | None  # (B, 6*D) for t = 0 (only when x_mask is given)
     x_mask: Tensor | None  # (B, T) bool, True = frame is denoised, False = clean conditioning frame
@@ -128,12 +128,15 @@ class CrossAttention(nn.Module):
         self.kv_linear = nn.Linear(dim, dim * 2)  # rows [K | V]
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: Tensor, y: Tensor, y_mask: Tensor) -> Tensor:
-        """x (B, N, D), y (B, L, D), y_mask (B, L) bool -> (B, N, D)."""
+    def forward(self, x: Tensor, y: Tensor, y_mask: Tensor | None) -> Tensor:
+        """x (B, N, D), y (B, L, D), y_mask (B, L) bool or None (every key valid) -> (B, N, D)."""
         batch, num_tokens, dim = x.shape
         q = self.q_linear(x).view(batch, num_tokens, self.num_heads, self.head_dim).transpose(1, 2)  # (B, h, N, d)
         kv = self.kv_linear(y).view(batch, y.shape[1], 2, self.num_heads, self.head_dim)
         k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, h, L, d)
+        if y_mask is None:  # no mask: SDPA may take its flash kernel
+            out = F.scaled_dot_product_attention(q, k, v)  # (B, h, N, d)
+            return self.proj(out.transpose(1, 2).reshape(batch, num_tokens, dim))
         # A key-padding mask is the per-sample form of Open-Sora's packed block-diagonal xformers mask.
         # A sample with no valid token attends to nothing: its rows are unmasked to avoid a NaN softmax
         # and its output is zeroed.
@@ -365,10 +368,17 @@ class STDiT3(nn.Module):
         width_px = float(width.reshape(-1)[0]) if isinstance(width, Tensor) else float(width)
         return (height_px * width_px) ** 0.5 / self.cfg.input_sq_size
 
-    def caption_context(self, y: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
-        """y (B, 1, L, C_cap), mask (B_cond, L) -> projected y (B, L, D) and y_mask (B, L) bool."""
+    def caption_context(self, y: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """y (B, 1, L, C_cap), mask (B_cond, L) -> projected y (B, L', D) and y_mask (B, L') bool, or None
+        when every sample attends to every key left.
+
+        T5 pads every caption to L = 300 tokens at the end, and any mask keeps SDPA off its flash kernel.
+        At inference, when every sample's caption has the same length (a CFG batch of one prompt and its
+        null caption, which keeps the prompt's mask), the padding is dropped and the batch attends without
+        a mask. Anything else (training, captions of several lengths) keeps the masked path unchanged, so
+        that trained weights stay reproducible to the bit.
+        """
         batch, _, length, _ = y.shape
-        y = self.y_embedder(y).squeeze(1)  # (B, L, D)
         if mask is None:
             y_mask = torch.ones(batch, length, dtype=torch.bool, device=y.device)
         else:
@@ -377,6 +387,12 @@ class STDiT3(nn.Module):
                 if batch % y_mask.shape[0]:
                     raise ValueError(f"caption mask batch {y_mask.shape[0]} does not divide the batch {batch}")
                 y_mask = y_mask.repeat(batch // y_mask.shape[0], 1)
+        if not self.training:
+            kept = int(y_mask[0].sum())
+            if kept > 0 and bool(y_mask[:, :kept].all()) and not bool(y_mask[:, kept:].any()):
+                y = self.y_embedder(y[:, :, :kept]).squeeze(1)  # (B, kept, D): one length, trailing padding dropped
+                return y, None
+        y = self.y_embedder(y).squeeze(1)  # (B, L, D)
         return y, y_mask
 
     def forward(

@@ -26,6 +26,7 @@ torchrun, and the distributed stages find them in the cache.
 
 from __future__ import annotations
 
+import inspect
 import os
 from dataclasses import dataclass
 from datetime import timedelta
@@ -70,6 +71,10 @@ class Distributed:
         if not self.is_distributed:
             return model
         device_ids = [device.index] if device.type == "cuda" else None
+        # Buffers (the frozen backbone's, an EMA's) are equal on every rank: no sync before each forward.
+        # torch 2.13 renamed the switch; its init-time sync is harmless here.
+        if "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters:
+            return DistributedDataParallel(model, device_ids=device_ids, forward_sync_buffers=False)
         return DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False)
 
     def mean(self, value: float) -> float:

@@ -398,6 +398,29 @@ def test_bf16_forward_is_close_to_fp32(small_model):
     assert (out - reference).abs().max() <= 0.1 * reference.abs().max()
 
 
+@torch.no_grad()
+def test_one_caption_length_drops_padding_and_the_mask(golden_model, golden_io):
+    """At inference a batch whose captions share one length attends to its valid tokens without a mask
+    (SDPA's flash kernel): the same output as the masked path over every column, to rounding."""
+    io = golden_io
+    length = int(io["mask"][0].sum())
+    same = io["mask"][:1].expand_as(io["mask"]).clone()  # both samples: the first caption's length
+    kwargs = dict(fps=io["fps"], height=io["height"], width=io["width"])
+    contexts = []
+    hook = lambda i, x, ctx: contexts.append(ctx) or x  # noqa: E731
+    fast = golden_model(io["x"], io["timestep"], io["y"], mask=same, injection=hook, **kwargs)
+    assert contexts[0].y_mask is None and contexts[0].y.shape[1] == length
+    golden_model.train()  # training keeps the masked path over all columns (caption dropout off here)
+    dropout, golden_model.y_embedder.dropout_prob = golden_model.y_embedder.dropout_prob, 0.0
+    try:
+        masked = golden_model(io["x"], io["timestep"], io["y"], mask=same, injection=hook, **kwargs)
+    finally:
+        golden_model.eval()
+        golden_model.y_embedder.dropout_prob = dropout
+    assert contexts[-1].y_mask is not None and contexts[-1].y.shape[1] == io["y"].shape[2]
+    torch.testing.assert_close(fast, masked, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @torch.no_grad()
