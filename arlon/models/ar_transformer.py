@@ -43,6 +43,7 @@ layout puts them and only codes are sampled elsewhere, so every output is a vali
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -236,11 +237,50 @@ class KVCache:
         self.k = torch.zeros(batch, n_head, max_len, head_dim, dtype=dtype, device=device)
         self.v = torch.zeros(batch, n_head, max_len, head_dim, dtype=dtype, device=device)
 
-    def update(self, start: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+    def update(self, start: int | Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """A position held in a tensor (the fixed-shape decode step) writes there by index and returns the
+        whole cache, unwritten positions included (the attention mask hides them)."""
+        if isinstance(start, Tensor):
+            positions = start + torch.arange(k.shape[2], device=k.device)
+            self.k.index_copy_(2, positions, k)
+            self.v.index_copy_(2, positions, v)
+            return self.k, self.v
         end = start + k.shape[2]
         self.k[:, :, start:end] = k
         self.v[:, :, start:end] = v
         return self.k[:, :, :end], self.v[:, :, :end]
+
+
+class GraphedDecodeStep:
+    """A decode step (tokens (rows,), slot (1,)) -> hidden (rows, D) captured as a CUDA graph at its first
+    call and replayed after it with new inputs copied into the captured ones.
+
+    The step must have fixed shapes and read nothing back to the host (`ARTransformer._decode_step`).
+    Capturing runs the step on the first call's inputs (twice to warm up, once recorded): it writes the
+    same keys and values at the same position each time, so the caches end as one eager call leaves them.
+    """
+
+    def __init__(self, step: Callable[[Tensor, Tensor], Tensor]):
+        self.step = step
+        self.graph: torch.cuda.CUDAGraph | None = None
+
+    def __call__(self, tokens: Tensor, slot: Tensor) -> Tensor:
+        if self.graph is None:
+            self.tokens, self.slot = tokens.clone(), slot.clone()
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(2):
+                    self.step(self.tokens, self.slot)
+            torch.cuda.current_stream().wait_stream(side)
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self.hidden = self.step(self.tokens, self.slot)
+        else:
+            self.tokens.copy_(tokens)
+            self.slot.copy_(slot)
+        self.graph.replay()
+        return self.hidden
 
 
 class CausalSelfAttention(nn.Module):
@@ -255,7 +295,12 @@ class CausalSelfAttention(nn.Module):
         self.resid_dropout = nn.Dropout(cfg.dropout)
 
     def forward(
-        self, x: Tensor, attn_mask: Tensor, rotary: tuple[Tensor, Tensor] | None, cache: KVCache | None = None, start: int = 0
+        self,
+        x: Tensor,
+        attn_mask: Tensor,
+        rotary: tuple[Tensor, Tensor] | None,
+        cache: KVCache | None = None,
+        start: int | Tensor = 0,
     ) -> Tensor:
         B, S, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)
@@ -328,6 +373,7 @@ class ARTransformer(nn.Module):
         self.ln_f = nn.LayerNorm(cfg.n_embd)
         # Tied: the logits are hidden @ code_emb.weight.T, and the state dict has no head entry.
         self.head = None if cfg.tie_embeddings else nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        self.graphed_decode = True  # on CUDA, sample through a CUDA graph of the decode step (GraphedDecodeStep)
         self.initialize_weights()
 
     def initialize_weights(self) -> None:
@@ -398,16 +444,32 @@ class ARTransformer(nn.Module):
         text = visual[0].new_zeros(num_text, visual[0].shape[1])
         return torch.cat([text, visual[0]]), torch.cat([text, visual[1]])
 
+    def _decode_step(self, tokens: Tensor, slot: Tensor, num_text: int, key_valid: Tensor, caches: list[KVCache]) -> Tensor:
+        """tokens (rows,) long at visual slot `slot` ((1,) long) -> final hidden state (rows, D).
+
+        Fixed shapes and no value read back to the host: the position lives in a tensor, the caches are
+        written by index and attended in full behind a mask. So on CUDA the whole step is captured once
+        as a CUDA graph and replayed for every token (`GraphedDecodeStep`), without the per-token
+        launches of a dozen blocks.
+        """
+        x = self.code_emb(tokens)[:, None] + self.positions.embed(slot)[None]  # (rows, 1, D)
+        return self._run_blocks(x, key_valid, num_text + slot, caches, self.positions.angles(slot))[:, -1]
+
     def _run_blocks(
         self,
         x: Tensor,
         key_valid: Tensor,
-        start: int,
+        start: int | Tensor,
         caches: list[KVCache] | None,
         rotary: tuple[Tensor, Tensor] | None,
     ) -> Tensor:
-        """x (B, S, D) at sequence positions start..start+S-1 -> final hidden states (B, S, D)."""
-        mask = _attention_mask(key_valid[:, : start + x.shape[1]], start, x.shape[1])
+        """x (B, S, D) at sequence positions start..start+S-1 -> final hidden states (B, S, D). A `start` held
+        in a (1,) tensor runs one token against the whole cache (`_decode_step`)."""
+        if isinstance(start, Tensor):
+            keys = torch.arange(key_valid.shape[1], device=key_valid.device)
+            mask = ((key_valid & (keys <= start)) | (keys == start))[:, None, None, :]  # (B, 1, 1, L + N)
+        else:
+            mask = _attention_mask(key_valid[:, : start + x.shape[1]], start, x.shape[1])
         for i, block in enumerate(self.blocks):
             x = block(x, mask, rotary, caches[i] if caches is not None else None, start)
         return self.ln_f(x)
@@ -503,6 +565,10 @@ class ARTransformer(nn.Module):
         hidden = self._run_blocks(x, key_valid, 0, caches, rotary)[:, -1]  # (rows, D) predicts token num_forced
 
         # 4. Decode one token per step; the layout fixes <FRAME>/<EOS>, codes are sampled.
+        def eager_step(step_tokens: Tensor, slot: Tensor) -> Tensor:
+            return self._decode_step(step_tokens, slot, L, key_valid, caches)
+
+        step = GraphedDecodeStep(eager_step) if device.type == "cuda" and self.graphed_decode else eager_step
         for position in range(num_forced, N):
             forced = _layout_token(position, grid, K)
             if forced is not None:
@@ -516,9 +582,8 @@ class ARTransformer(nn.Module):
                 next_token = sample_codes(logits, sampling, generator)
             tokens[:, position] = next_token
             if position + 1 < N:  # <EOS> itself is never fed back
-                x = self._embed_visual(next_token.repeat(rows // B)[:, None], position + 1)  # (rows, 1, D)
-                rotary = self._rotary(0, position + 1, 1)
-                hidden = self._run_blocks(x, key_valid, L + position + 1, caches, rotary)[:, -1]
+                slot = torch.full((1,), position + 1, dtype=torch.long, device=device)
+                hidden = step(next_token.repeat(rows // B), slot)  # (rows, D) predicts the next token
         return self.tokens_to_codes(tokens, grid)
 
     def _with_null_branch(

@@ -286,3 +286,40 @@ def test_cuda_greedy_generation_matches_the_cpu():
     assert torch.equal(cuda_model.generate(emb.cuda(), mask.cuda(), GRID, GREEDY).cpu(), expected)
     codes = cuda_model.to(torch.bfloat16).generate(emb.cuda().bfloat16(), mask.cuda(), GRID, GREEDY)
     assert codes.shape == expected.shape and int(codes.max()) < K
+
+
+@pytest.mark.parametrize("position", ["learned", "factorised_rope"])
+@torch.no_grad()
+def test_fixed_shape_decode_step_equals_the_growing_cache(position):
+    """The decode step the CUDA graph records (position in a tensor, whole cache behind a mask) gives the
+    hidden states of the step that slices the cache to the positions written so far."""
+    from arlon.models.ar_transformer import KVCache
+
+    model = build(position=position).eval()
+    emb, mask = text()
+    L, N = emb.shape[1], num_visual_tokens(GRID)
+    tokens = codes_to_tokens(codes(), K)  # (B, N)
+    head_dim = model.cfg.n_embd // model.cfg.n_head
+    key_valid = torch.cat([mask, mask.new_ones(B, N)], dim=1)
+    sliced, fixed = ([KVCache(B, model.cfg.n_head, L + N, head_dim, torch.float32, "cpu") for _ in model.blocks] for _ in range(2))
+    prefill = torch.cat([model._embed_text(emb), model._embed_start(B)], dim=1)
+    for caches in (sliced, fixed):
+        model._run_blocks(prefill, key_valid, 0, caches, model._rotary(L, 0, 1))
+    for position in range(6):
+        x = model._embed_visual(tokens[:, position : position + 1], position + 1)
+        expected = model._run_blocks(x, key_valid, L + position + 1, sliced, model._rotary(0, position + 1, 1))[:, -1]
+        slot = torch.full((1,), position + 1, dtype=torch.long)
+        torch.testing.assert_close(model._decode_step(tokens[:, position], slot, L, key_valid, fixed), expected)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_graph_decode_samples_what_the_eager_step_samples():
+    model = build().cuda().eval()
+    emb, mask = text()
+    emb, mask = emb.cuda(), mask.cuda()
+    sampling = ARSamplingConfig(temperature=0.7)
+    graphed = model.generate(emb, mask, GRID, sampling, generator=torch.Generator("cuda").manual_seed(0))
+    model.graphed_decode = False
+    eager = model.generate(emb, mask, GRID, sampling, generator=torch.Generator("cuda").manual_seed(0))
+    assert torch.equal(graphed, eager)
