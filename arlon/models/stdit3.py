@@ -299,6 +299,9 @@ class STDiT3(nn.Module):
         self.cfg = cfg
         dim = cfg.hidden_size
         self.grad_checkpointing = False  # set True to recompute blocks in backward (frozen-backbone training)
+        # Drop shared caption padding and the cross-attention mask at inference (`caption_context`);
+        # None: on CUDA only, where SDPA has a flash kernel to gain.
+        self.unmasked_captions: bool | None = None
         # Attribute order follows Open-Sora so state_dict() lists keys in the reference order.
         self.rope = RotaryEmbedding(cfg.head_dim)
         self.x_embedder = PatchEmbed3D(cfg.patch_size, cfg.in_channels, dim)
@@ -373,10 +376,11 @@ class STDiT3(nn.Module):
         when every sample attends to every key left.
 
         T5 pads every caption to L = 300 tokens at the end, and any mask keeps SDPA off its flash kernel.
-        At inference, when every sample's caption has the same length (a CFG batch of one prompt and its
-        null caption, which keeps the prompt's mask), the padding is dropped and the batch attends without
-        a mask. Anything else (training, captions of several lengths) keeps the masked path unchanged, so
-        that trained weights stay reproducible to the bit.
+        At inference on CUDA (`unmasked_captions`), when every sample's caption has the same length (a CFG
+        batch of one prompt and its null caption, which keeps the prompt's mask), the padding is dropped
+        and the batch attends without a mask: the same result to rounding. Anything else (training, the
+        CPU, captions of several lengths) keeps the masked path, so that trained weights and the CPU's
+        videos stay reproducible to the bit.
         """
         batch, _, length, _ = y.shape
         if mask is None:
@@ -387,7 +391,8 @@ class STDiT3(nn.Module):
                 if batch % y_mask.shape[0]:
                     raise ValueError(f"caption mask batch {y_mask.shape[0]} does not divide the batch {batch}")
                 y_mask = y_mask.repeat(batch // y_mask.shape[0], 1)
-        if not self.training:
+        unmasked = self.unmasked_captions if self.unmasked_captions is not None else y.device.type == "cuda"
+        if unmasked and not self.training:
             kept = int(y_mask[0].sum())
             if kept > 0 and bool(y_mask[:, :kept].all()) and not bool(y_mask[:, kept:].any()):
                 y = self.y_embedder(y[:, :, :kept]).squeeze(1)  # (B, kept, D): one length, trailing padding dropped

@@ -71,7 +71,8 @@ def test_data_size_grid_varies_only_the_injectors_clips():
     injectors = [dict(c.recipes)["injector"].num_clips for c in grid.cells if not c.is_baseline]
     assert injectors == [512, 2048, 8192]
     layers_first14 = next(c for c in load_grid("layers").cells if c.label == "layers=first:14")
-    assert grid.cells[2].id == layers_first14.id  # 2048 clips = the data as shipped: the shipped injector
+    assert grid.cells[1].id == layers_first14.id  # 2048 clips = the data as shipped: the shipped injector
+    assert not any(c.is_baseline for c in grid.cells)  # so each cell is compared with the first, 512 clips
 
 
 def test_shipped_grids_are_package_data():

@@ -408,8 +408,16 @@ def test_one_caption_length_drops_padding_and_the_mask(golden_model, golden_io):
     kwargs = dict(fps=io["fps"], height=io["height"], width=io["width"])
     contexts = []
     hook = lambda i, x, ctx: contexts.append(ctx) or x  # noqa: E731
-    fast = golden_model(io["x"], io["timestep"], io["y"], mask=same, injection=hook, **kwargs)
-    assert contexts[0].y_mask is None and contexts[0].y.shape[1] == length
+    assert golden_model.unmasked_captions is None  # by default only on CUDA: the CPU keeps its exact path
+    golden_model(io["x"], io["timestep"], io["y"], mask=same, injection=hook, **kwargs)
+    assert contexts[-1].y_mask is not None
+    golden_model.unmasked_captions = True
+    try:
+        fast = golden_model(io["x"], io["timestep"], io["y"], mask=same, injection=hook, **kwargs)
+    finally:
+        golden_model.unmasked_captions = None
+    fast_context = contexts[-1]
+    assert fast_context.y_mask is None and fast_context.y.shape[1] == length
     golden_model.train()  # training keeps the masked path over all columns (caption dropout off here)
     dropout, golden_model.y_embedder.dropout_prob = golden_model.y_embedder.dropout_prob, 0.0
     try:
