@@ -79,11 +79,12 @@ def test_train_all_with_two_worker_processes_then_everything_is_cached(tmp_path)
 
 def test_a_stage_that_fails_in_a_worker_is_one_line_and_exit_1(tmp_path):
     env = {"ARLON_CACHE_DIR": str(tmp_path / "cache"), "COLUMNS": "200"}
-    missing = tmp_path / "clips.csv"
-    result = runner.invoke(app, ["train", "--stage", "vae", "--steps", "2", *SMALL, "--data", str(missing), "--executor", "processes"], env=env)
+    unreadable = tmp_path / "clips.csv"  # a CSV (so the CLI lets it through) without a video path column
+    unreadable.write_text("name,caption\nx,a red circle\n")
+    result = runner.invoke(app, ["train", "--stage", "vae", "--steps", "2", *SMALL, "--data", str(unreadable), "--executor", "processes"], env=env)
     assert result.exit_code == 1
     errors = [line for line in result.output.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1 and errors[0].startswith("error: vae: ") and str(missing) in errors[0]
+    assert len(errors) == 1 and errors[0].startswith("error: vae: ") and str(unreadable) in errors[0]
     assert "Traceback" not in result.output
 
 
