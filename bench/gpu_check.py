@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from arlon.checkpoints.io import atomic_write_bytes, atomic_write_json
 from arlon.config import ArlonConfig
@@ -43,6 +42,7 @@ from arlon.training.common import RunContext, TrainConfig
 from arlon.training.data import ClipPool, TrainingData
 from arlon.training.injection import train_injector
 from arlon.training.stages import condition_vq_stage
+from bench.perf import count_gflops
 
 # Dense bf16 tensor-core peaks in TFLOP/s (vendor data sheets, without sparsity), matched in this order
 # against torch.cuda.get_device_name.
@@ -147,13 +147,6 @@ def _timed(fn: Callable[[], object], device: torch.device, repeats: int) -> tupl
     return sorted(times)[len(times) // 2], peak
 
 
-def _gflops(fn: Callable[[], object]) -> float:
-    counter = FlopCounterMode(display=False)
-    with counter:
-        fn()
-    return counter.get_total_flops() / 1e9
-
-
 def check_config(preset: str, tiny: bool) -> ArlonConfig:
     """The preset with the hashed-words caption encoder at the preset's text width (no T5 weights needed);
     `tiny`: the tiny preset at 8 frames, the dry run's shapes."""
@@ -202,7 +195,7 @@ def run_gpu_check(
         with torch.no_grad():
             return c.backbone(x, t, y, mask=mask, **sizes)
 
-    gflops = _gflops(dit_step)
+    gflops = count_gflops(dit_step)
     seconds, peak = _timed(dit_step, device, repeats)
     mfu = gflops / 1e3 / seconds / peak_tflops if peak_tflops else None
     measurements.append(

@@ -91,7 +91,8 @@ def _count(module: torch.nn.Module) -> tuple[int, int]:
     return sum(p.numel() for p in module.parameters()), sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
-def _gflops(fn: Callable[[], object]) -> float:
+def count_gflops(fn: Callable[[], object]) -> float:
+    """GFLOPs of one call of `fn`, counted by torch.utils.flop_counter (how every FLOP figure here is made)."""
     counter = FlopCounterMode(display=False)
     with counter:
         fn()
@@ -100,7 +101,7 @@ def _gflops(fn: Callable[[], object]) -> float:
 
 def _measure(fn: Callable[[], object], device: torch.device, repeats: int) -> tuple[float, float | None, float | None]:
     """(GFLOPs of one call, median latency in s, peak memory in GiB); the last two None on meta."""
-    gflops = _gflops(fn)
+    gflops = count_gflops(fn)
     if device.type == "meta":
         return gflops, None, None
     fn()  # warm-up: kernels, allocator, caches
@@ -200,7 +201,7 @@ def measure_components(
     rows = []
     for index, (name, call, fn, batch, one_sample, module) in enumerate(calls):
         gflops, latency, peak = _measure(fn, run_device, repeats)
-        per_forward = gflops if one_sample is None else _gflops(one_sample)
+        per_forward = gflops if one_sample is None else count_gflops(one_sample)
         total, trainable = _count(module)
         if name == "dit_step_arlon":
             total, trainable = total + _count(backbone)[0], trainable

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
-import hashlib
 import json
 import os
 import platform
@@ -52,7 +51,7 @@ from typing import Iterator
 
 import yaml
 
-from arlon.checkpoints.io import atomic_write_bytes, atomic_write_json
+from arlon.checkpoints.io import atomic_write_bytes, atomic_write_json, file_sha256
 from bench.errors import BenchError
 from bench.grids import Cell, Grid, load_grid
 from bench.prompts import BenchPrompt, load_prompts
@@ -87,14 +86,6 @@ class RunFileError(BenchError):
 
 class RunMismatchError(BenchError):
     """A folder holds another run (or other files) than the one asked to be written there."""
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def resolve_run_dir(run: str | os.PathLike) -> Path:

@@ -265,6 +265,15 @@ def load_safetensors(path: str | os.PathLike, hint: str = "") -> dict[str, Tenso
         raise CorruptFileError(_hinted(f"{path}: damaged or incomplete safetensors file ({err})", hint)) from None
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes, read in blocks (the checksums of CSVs, shards and videos)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def tensors_sha256(state: Mapping[str, Tensor]) -> str:
     """Hash of every entry (names, dtypes, shapes and bytes), in name order: the `sha256` of a manifest."""
     digest = hashlib.sha256()

@@ -20,7 +20,6 @@ for a CSV the last `num_heldout_clips` rows are held out.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, NamedTuple, Protocol
@@ -29,6 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from arlon.checkpoints.io import file_sha256
 from arlon.config import AT_LEAST_ONE, NON_NEGATIVE, Range, VideoConfig, check_range
 from arlon.data.toyworld import WORLD_VERSION, ToyWorld, render
 from arlon.data.video_folder import VideoTextDataset
@@ -239,7 +239,7 @@ class VideoFolderClips:
         self.spec = {
             "source": "csv",
             "path": str(Path(csv_path).resolve()),
-            "sha256": _file_sha256(Path(csv_path)),
+            "sha256": file_sha256(Path(csv_path)),
             "rows": [first, first + size],
             "video": [video.num_frames, video.height, video.width],
         }
@@ -294,7 +294,7 @@ class VideoFolderLengths:
         self.spec = {
             "source": "csv-lengths",
             "path": str(Path(csv_path).resolve()),
-            "sha256": _file_sha256(Path(csv_path)),
+            "sha256": file_sha256(Path(csv_path)),
             "rows": [first, first + size],
             "frame_interval": frame_interval,
             "video": [video.height, video.width],
@@ -355,13 +355,6 @@ def build_clip_source(data: DataConfig, video: VideoConfig, split: str) -> ClipS
         return VideoFolderClips(path, video, rows - heldout, heldout, data.seed)
     return VideoFolderClips(path, video, 0, min(data.num_train_clips, rows - heldout), data.seed)
 
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # ----------------------------------------------------------------------------------------------

@@ -29,7 +29,6 @@ last batch of a bucket may be smaller than the global batch (the loop weighs eac
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import struct
@@ -42,7 +41,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from arlon.checkpoints.io import atomic_write_json, read_json, save_safetensors
+from arlon.checkpoints.io import atomic_write_json, file_sha256, read_json, save_safetensors
 from arlon.errors import ConfigError, CorruptFileError, VideoDecodeError
 from arlon.global_batch import BatchRows
 from arlon.training.data import Batch
@@ -267,14 +266,6 @@ def _complete_shard(folder: Path, number: int) -> dict | None:
     if not tensor_file.is_file() or file_sha256(tensor_file) != meta["sha256"]:
         return None
     return meta
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # ----------------------------------------------------------------------------------------------
