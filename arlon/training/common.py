@@ -87,8 +87,8 @@ class TrainConfig:
         """Every field in its range (`RECIPE_RANGES`), named as a grid writes it: train.<stage>.<field>."""
         if self.steps is None:
             raise ConfigError(
-                f"train.steps is not set for stage {stage!r} (the paper reports no step count): pass --steps N "
-                "or --set train.steps=N"
+                f"train.steps is not set for stage {stage!r} (the paper reports no step count): train it with "
+                f"--stage {stage} --steps N (a stage you asked for may need it first), or --set train.steps=N"
             )
         for name, allowed in RECIPE_RANGES.items():
             check_range(f"train.{stage}.{name}", getattr(self, name), allowed)
