@@ -1,6 +1,6 @@
 """Training on several processes: torchrun, torch.distributed and DistributedDataParallel.
 
-    torchrun --nproc_per_node 8 -m bench.cli.app train --preset paper --stage injector ...
+    torchrun --nproc_per_node 8 --no-python arlon-bench train --preset paper --stage injector --data /data/arlon ...
 
 torchrun starts one process per GPU and sets RANK, WORLD_SIZE, LOCAL_RANK and the rendezvous address;
 `from_environment` joins the process group (NCCL on CUDA, gloo on the CPU) and gives each rank its

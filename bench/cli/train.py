@@ -43,7 +43,7 @@ EXAMPLES = """Examples:
 
   arlon-bench train --all --data clips.csv --out checkpoints/
 
-  torchrun --nproc_per_node 8 --no-python arlon-bench train --preset paper --stage injector --data clips.csv
+  torchrun --nproc_per_node 8 --no-python arlon-bench train --preset paper --stage injector --data /data/arlon-latents --steps 100000 --set train.batch_size=16
 
 Checkpoints are cached under $ARLON_CACHE_DIR (default ~/.cache/arlon-bench), keyed by everything that determines them; an interrupted stage resumes where it stopped when the same command runs again.
 """
