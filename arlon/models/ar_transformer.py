@@ -343,11 +343,12 @@ class Block(nn.Module):
         return x + self.mlp(self.ln_2(x))
 
 
-def _attention_mask(key_valid: Tensor, query_start: int, num_queries: int) -> Tensor:
+def _attention_mask(key_valid: Tensor, query_start: int | Tensor, num_queries: int) -> Tensor:
     """key_valid (B, S_k) bool -> attention mask (B, 1, S_q, S_k): causal, padded keys hidden,
-    and each query always sees itself (no fully masked row, hence no NaN)."""
+    and each query always sees itself (no fully masked row, hence no NaN). `query_start` may be a (1,)
+    tensor (the fixed-shape decode step)."""
     key_pos = torch.arange(key_valid.shape[1], device=key_valid.device)
-    query_pos = torch.arange(query_start, query_start + num_queries, device=key_valid.device)
+    query_pos = query_start + torch.arange(num_queries, device=key_valid.device)
     causal = key_pos[None, :] <= query_pos[:, None]  # (S_q, S_k)
     itself = key_pos[None, :] == query_pos[:, None]
     allowed = (causal[None] & key_valid[:, None, :]) | itself[None]  # (B, S_q, S_k)
@@ -425,9 +426,9 @@ class ARTransformer(nn.Module):
     def _embed_text(self, text_emb: Tensor) -> Tensor:
         return self.text_proj(text_emb.to(self.text_proj.weight.dtype))  # (B, L, D)
 
-    def _embed_visual(self, tokens: Tensor, first_slot: int) -> Tensor:
+    def _embed_visual(self, tokens: Tensor, first_slot: int | Tensor) -> Tensor:
         """Visual inputs at slots first_slot.. (tokens (B, S) long) -> (B, S, D)."""
-        slots = torch.arange(first_slot, first_slot + tokens.shape[1], device=tokens.device)
+        slots = first_slot + torch.arange(tokens.shape[1], device=tokens.device)
         return self.code_emb(tokens) + self.positions.embed(slots)[None]
 
     def _embed_start(self, batch: int) -> Tensor:
@@ -435,9 +436,9 @@ class ARTransformer(nn.Module):
         start = self.start.to(self.code_emb.weight.dtype) + self.positions.embed(slot)[0]  # visual slot 0
         return start.expand(batch, 1, -1)  # (B, 1, D)
 
-    def _rotary(self, num_text: int, first_slot: int, num_slots: int) -> tuple[Tensor, Tensor] | None:
+    def _rotary(self, num_text: int, first_slot: int | Tensor, num_slots: int) -> tuple[Tensor, Tensor] | None:
         """Rotary angles of `num_text` text entries (none: angle 0) then visual slots first_slot.."""
-        slots = torch.arange(first_slot, first_slot + num_slots, device=self.start.device)
+        slots = first_slot + torch.arange(num_slots, device=self.start.device)
         visual = self.positions.angles(slots)
         if visual is None:
             return None
@@ -452,8 +453,8 @@ class ARTransformer(nn.Module):
         as a CUDA graph and replayed for every token (`GraphedDecodeStep`), without the per-token
         launches of a dozen blocks.
         """
-        x = self.code_emb(tokens)[:, None] + self.positions.embed(slot)[None]  # (rows, 1, D)
-        return self._run_blocks(x, key_valid, num_text + slot, caches, self.positions.angles(slot))[:, -1]
+        x = self._embed_visual(tokens[:, None], slot)  # (rows, 1, D)
+        return self._run_blocks(x, key_valid, num_text + slot, caches, self._rotary(0, slot, 1))[:, -1]
 
     def _run_blocks(
         self,
@@ -465,11 +466,8 @@ class ARTransformer(nn.Module):
     ) -> Tensor:
         """x (B, S, D) at sequence positions start..start+S-1 -> final hidden states (B, S, D). A `start` held
         in a (1,) tensor runs one token against the whole cache (`_decode_step`)."""
-        if isinstance(start, Tensor):
-            keys = torch.arange(key_valid.shape[1], device=key_valid.device)
-            mask = ((key_valid & (keys <= start)) | (keys == start))[:, None, None, :]  # (B, 1, 1, L + N)
-        else:
-            mask = _attention_mask(key_valid[:, : start + x.shape[1]], start, x.shape[1])
+        keys = key_valid if isinstance(start, Tensor) else key_valid[:, : start + x.shape[1]]
+        mask = _attention_mask(keys, start, x.shape[1])
         for i, block in enumerate(self.blocks):
             x = block(x, mask, rotary, caches[i] if caches is not None else None, start)
         return self.ln_f(x)
