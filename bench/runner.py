@@ -40,7 +40,7 @@ import pandas as pd
 from arlon.config import ArlonConfig
 from arlon.training import DataConfig, TrainConfig
 from arlon.training.cache import cache_root, hash_json, train_key_fields
-from arlon.training.shards import is_prepared
+from arlon.training.data import is_prepared
 from arlon.training.stages import RECIPE_VERSIONS, check_trained_here, is_trained_here, stage_configs, stage_dependencies
 from bench.errors import BenchError
 from bench.executors import Executor, make_executor

@@ -68,10 +68,11 @@ from arlon.training.shards import (
     SHARD_SIZE,
     PreparedShards,
     ShardedLatents,
+    as_json,
     frame_buckets,
-    is_prepared,
     prepare_shards,
     read_index,
+    shards_spec,
 )
 from arlon.training.data import (
     STREAM_CLIPS,
@@ -84,6 +85,7 @@ from arlon.training.data import (
     TrainingData,
     build_clip_source,
     encode_pool,
+    is_prepared,
     length_source,
 )
 from arlon.training.injection import train_injector
@@ -124,18 +126,24 @@ def state_dict_sha256(module: nn.Module) -> str:
     return tensors_sha256(module.state_dict())
 
 
-def train_key_fields(train: TrainConfig, data: DataConfig | None = None) -> dict:
+def train_key_fields(train: TrainConfig, data: DataConfig) -> dict:
     """The TrainConfig fields that change the weights. How often states are saved does not, nor how each
     step's global batch is cut into micro-batches (to rounding: arlon/global_batch.py), nor whether the
     backbone's activations are recomputed. `num_clips` counts unless it names the data's own size
-    (`data.num_train_clips`, or 0 for it), which keeps the keys made before the field existed."""
+    (`stage_clip_count`), which keeps the keys made before the field existed."""
     fields = dataclasses.asdict(train)
     fields.pop("checkpoint_every")
     fields.pop("micro_batch_size")
     fields.pop("activation_checkpointing")
-    if train.num_clips in (0, data.num_train_clips if data is not None else 0):
+    if stage_clip_count(train, data) is None:
         fields.pop("num_clips")
     return fields
+
+
+def stage_clip_count(train: TrainConfig, data: DataConfig) -> int | None:
+    """The training clips a stage reads when its recipe asks for another number than the data's own
+    (`train.num_clips`); None when it reads data.num_train_clips (num_clips 0 or equal to it)."""
+    return train.num_clips if train.num_clips not in (0, data.num_train_clips) else None
 
 
 @dataclasses.dataclass
@@ -360,15 +368,15 @@ class TrainingSession:
         return self._clips[(split, size)]
 
     def train_size(self, train: TrainConfig) -> int | None:
-        """The training clips a stage reads when its recipe says how many (`train.num_clips`), else None."""
-        return train.num_clips if train.num_clips not in (0, self.data.num_train_clips) else None
+        """The training clips a stage reads when its recipe says how many (`stage_clip_count`), else None."""
+        return stage_clip_count(train, self.data)
 
     def data_spec(self, stage: str, train: TrainConfig) -> dict:
         """What a stage reads: pixel clips for the VAE, the latent pool, a fresh clip stream or prepared shards for the others."""
         if self.shards_folder is not None:
             if stage == "vae":
                 raise ConfigError(f"--data {self.data.source}: prepared shards hold latents; the video VAE trains on a CSV of videos")
-            return {"shards": self.sharded(train).spec, "seed": self.data.seed}
+            return {"shards": shards_spec(read_index(self.shards_folder)), "seed": self.data.seed}
         if stage == "vae":
             return {"clips": self.clips("train", self.train_size(train)).spec, "seed": self.data.seed}
         if self.streams(train):
@@ -393,9 +401,8 @@ class TrainingSession:
             return read_index(self.shards_folder)["spec"]["vae"]
         if is_trained_here("vae", self.cfg):
             return {"sha256": self.ensure("vae").manifest["sha256"]}
-        if self.random_init:
-            return {"config": dataclasses.asdict(self.cfg.vae), "random_init": True}
-        return {"config": dataclasses.asdict(self.cfg.vae)}
+        identity = {"config": dataclasses.asdict(self.cfg.vae)}
+        return {**identity, "random_init": True} if self.random_init else identity
 
     def pool_spec(self, split: str, size: int | None = None) -> dict:
         return {
@@ -408,7 +415,7 @@ class TrainingSession:
     def sharded(self, train: TrainConfig) -> ShardedLatents:
         """The stream of the prepared folder, for this rank; refused when another VAE encoded it."""
         stream = ShardedLatents(self.shards_folder, train.batch_size, train.seed, self.dist.rank, self.dist.world_size)
-        if stream.index["spec"].get("vae") != json.loads(json.dumps(self.vae_identity())):  # as JSON: tuples are lists
+        if stream.index["spec"].get("vae") != as_json(self.vae_identity()):
             raise ConfigError(
                 f"--data {self.data.source}: these shards were encoded by another video VAE than this config's; "
                 "prepare them again with this preset"

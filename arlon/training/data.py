@@ -322,10 +322,15 @@ def length_source(data: DataConfig, video: VideoConfig, lengths: tuple[int, ...]
     return VideoFolderLengths(path, video, 0, min(num_clips or available, available), data.seed)
 
 
+def is_prepared(source: str) -> bool:
+    """Whether a `--data` value names a folder written by `arlon-bench prepare` (one holding index.json)."""
+    return source != "toyworld" and (Path(source) / "index.json").is_file()
+
+
 def check_source(data: DataConfig) -> None:
     """One clear ConfigError unless data.source is the toy world, a CSV file or a prepared folder."""
     path = Path(data.source)
-    if data.source == "toyworld" or (path / "index.json").is_file() or (path.is_file() and path.suffix.lower() == ".csv"):
+    if data.source == "toyworld" or is_prepared(data.source) or (path.is_file() and path.suffix.lower() == ".csv"):
         return
     what = "a folder without index.json" if path.is_dir() else "no such file" if not path.exists() else "not a .csv file"
     raise ConfigError(

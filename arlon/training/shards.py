@@ -119,6 +119,11 @@ class PreparedShards:
         return self.index["num_clips"]
 
 
+def as_json(blob: object) -> object:
+    """`blob` as it reads back from a JSON file (tuples become lists), for comparing with what was written."""
+    return json.loads(json.dumps(blob))
+
+
 def shard_name(number: int) -> str:
     return f"shard-{number:05d}"
 
@@ -147,7 +152,7 @@ def prepare_shards(
         raise ConfigError(f"--shard-size must be at least 1, got {shard_size}")
     folder = Path(folder)
     spec = {**spec, "buckets": list(buckets), "shard_size": shard_size, "dtype": str(dtype).removeprefix("torch.")}
-    spec = json.loads(json.dumps(spec))  # as it reads back from spec.json (tuples become lists)
+    spec = as_json(spec)  # as it reads back from spec.json
     _check_same_spec(folder, spec)
     num_shards = math.ceil(len(source) / shard_size)
     mine = list(range(ranks.rank, num_shards, ranks.world_size))
@@ -273,9 +278,9 @@ def _complete_shard(folder: Path, number: int) -> dict | None:
 # ----------------------------------------------------------------------------------------------
 
 
-def is_prepared(source: str) -> bool:
-    """Whether a `--data` value names a prepared folder (one holding index.json)."""
-    return source != "toyworld" and (Path(source) / "index.json").is_file()
+def shards_spec(index: dict) -> dict:
+    """What a prepared folder holds, for cache keys: its spec and every shard's checksum (index.json alone)."""
+    return {"shards": [shard["sha256"] for shard in index["shards"]], **index["spec"]}
 
 
 def read_index(folder: str | Path) -> dict:
@@ -307,7 +312,7 @@ class ShardedLatents:
     ):
         self.folder = Path(folder)
         self.index = read_index(self.folder)
-        self.spec = {"shards": [s["sha256"] for s in self.index["shards"]], **self.index["spec"]}
+        self.spec = shards_spec(self.index)
         self.batch_size, self.seed, self.rank, self.world_size, self.verify = batch_size, seed, rank, world_size, verify
         if batch_size % world_size:
             raise ConfigError(f"train.batch_size ({batch_size}) is the global batch: it must divide evenly over the {world_size} ranks")
