@@ -43,7 +43,7 @@ from arlon.training.common import RunContext, TrainConfig
 from arlon.training.data import ClipPool, TrainingData
 from arlon.training.injection import train_injector
 from arlon.training.stages import condition_vq_stage
-from bench.perf import count_gflops
+from bench.perf import count_gflops, time_calls
 
 # Dense bf16 tensor-core peaks in TFLOP/s (vendor data sheets, without sparsity), matched in this order
 # against torch.cuda.get_device_name.
@@ -119,6 +119,11 @@ class GpuCheckReport:
         return {**dataclasses.asdict(self), "figures": self.figures(), "targets": TARGETS, "verdicts": self.verdicts()}
 
 
+def _timed(fn: Callable[[], object], device: torch.device, repeats: int) -> tuple[float, float | None]:
+    """`time_calls`, warmed up on a GPU only (a CPU has no kernels to load, and the dry run stays short)."""
+    return time_calls(fn, device, repeats, warm_up=device.type == "cuda")
+
+
 def bf16_peak_tflops(device_name: str) -> float | None:
     for key, peak in BF16_PEAK_TFLOPS:
         if key in device_name:
@@ -129,23 +134,6 @@ def bf16_peak_tflops(device_name: str) -> float | None:
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def _timed(fn: Callable[[], object], device: torch.device, repeats: int) -> tuple[float, float | None]:
-    """(median seconds over `repeats` calls, after one warm-up call on a GPU (kernels, allocator), peak GiB
-    allocated during them; None on the CPU)."""
-    if device.type == "cuda":
-        fn()
-        _sync(device)
-        torch.cuda.reset_peak_memory_stats(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
-    return sorted(times)[len(times) // 2], peak
 
 
 def check_config(preset: str, tiny: bool) -> ArlonConfig:

@@ -104,7 +104,14 @@ def _measure(fn: Callable[[], object], device: torch.device, repeats: int) -> tu
     gflops = count_gflops(fn)
     if device.type == "meta":
         return gflops, None, None
-    fn()  # warm-up: kernels, allocator, caches
+    return (gflops, *time_calls(fn, device, repeats))
+
+
+def time_calls(fn: Callable[[], object], device: torch.device, repeats: int, warm_up: bool = True) -> tuple[float, float | None]:
+    """(median seconds over `repeats` calls of `fn`, peak GiB allocated during them; None off CUDA), after
+    one untimed warm-up call (kernels, allocator, caches) unless `warm_up` is False."""
+    if warm_up:
+        fn()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
@@ -116,7 +123,7 @@ def _measure(fn: Callable[[], object], device: torch.device, repeats: int) -> tu
             torch.cuda.synchronize(device)
         times.append(time.perf_counter() - start)
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
-    return gflops, sorted(times)[len(times) // 2], peak
+    return sorted(times)[len(times) // 2], peak
 
 
 @torch.no_grad()
